@@ -119,7 +119,8 @@ def forward_explorer(x0: torch.Tensor, schedules: dict, noise: torch.Tensor | No
         ab = float(s.alpha_bars[t])
         a.set_title(f"x_t at t = {t + 1}:  √ᾱ = {ab ** 0.5:.3f}, √(1−ᾱ) = {(1 - ab) ** 0.5:.3f}", fontsize=9)
         for name, other in schedules.items():
-            b.plot(range(1, other.T + 1), other.alpha_bars.numpy(), label=name, lw=2 if name == schedule else 1)
+            lw = 2 if name == schedule else 1
+            b.plot(range(1, other.T + 1), other.alpha_bars.numpy(), label=name, lw=lw)
         b.axvline(t + 1, color="k", ls="--", lw=1)
         b.set_xlabel("t")
         b.set_ylabel("ᾱ_t")
