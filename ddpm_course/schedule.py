@@ -95,7 +95,7 @@ class NoiseSchedule:
         if rho <= 0:
             raise ValueError(f"rho must be > 0, got {rho}")
         s_max, s_min = self.sigmas[-1], self.sigmas[0]
-        ramp = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)            # steps = 1: just σ_max
         sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         return torch.cat([sig, sig.new_zeros(1)])
 
@@ -109,6 +109,20 @@ class NoiseSchedule:
         lo = hi - 1
         w = (log_s - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
         return lo.double() + w
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ at a (possibly fractional) timestep: log σ interpolated linearly between the neighbouring
+        integer timesteps, the inverse of `sigma_to_t`. Exact at integer timesteps; float64 on the CPU."""
+        t = torch.as_tensor(t).detach().to("cpu", torch.float64)
+        if t.numel() and (float(t.min()) < 0 or float(t.max()) > self.T - 1):
+            raise ValueError(f"t must lie in [0, T-1] = [0, {self.T - 1}], got values in "
+                             f"[{float(t.min())}, {float(t.max())}]")
+        log_sigmas = self.sigmas.log()
+        if self.T == 1:
+            return self.sigmas[0].expand(t.shape).clone()
+        lo = t.floor().long().clamp(0, self.T - 2)
+        w = t - lo.double()
+        return torch.exp((1 - w) * log_sigmas[lo] + w * log_sigmas[lo + 1])
 
     def grid(self, steps: int, spacing: str = "leading") -> Grid:
         """The noise levels a sampler walks through: ``steps`` model timesteps and ``steps + 1``

@@ -1,0 +1,295 @@
+"""Samplers: one short loop per paper, all behind ``sample(...)``.
+
+Every sampler walks a ``Grid`` (``s.grid(steps, spacing)``): model timesteps ``ts[0..n-1]`` and n + 1
+levels ᾱ_0 < … < ᾱ_n = 1, the last one the clean sample. Level i has the VP state
+x_i = √ᾱ_i x_0 + √(1 − ᾱ_i) ε, or in σ-space x̃ = x/√ᾱ = x_0 + σ ε with σ = √((1 − ᾱ)/ᾱ).
+
+A sampler has the signature ``f(eps_model, x, grid, *, generator=None, callback=None, **options)``
+(like k-diffusion's ``sampling.py``): ``eps_model(x, i)`` is ε̂ at level i (see `EpsModel`), and
+``callback(i, x_i, x0_hat)`` is called once per step with the state and the predicted clean sample.
+
+NFE counts denoiser evaluations per sample: one per model call, two when classifier-free guidance runs
+the conditional and unconditional branch (they go through the network as one batch of 2B).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .diffusion import PREDICTIONS, eps_to_x0, posterior, to_eps
+from .schedule import Grid, NoiseSchedule
+
+VARIANCES = ("fixed_small", "fixed_large")
+
+
+class EpsModel:
+    """Wraps a user model once: broadcasts t, calls it (with classifier-free guidance when asked),
+    checks the output, converts x₀- or v-predictions to ε̂, counts NFE and remembers where values
+    stopped being finite. ``eps_model(x, i)`` is ε̂(x, t_i) at level i of ``grid``."""
+
+    def __init__(self, model, grid: Grid, x_T: torch.Tensor, y=None, guidance_scale: float = 1.0,
+                 prediction: str = "eps"):
+        if not callable(model):
+            raise TypeError("model must be callable as model(x, t) or model(x, t, y), "
+                            f"got {type(model).__name__}")
+        if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
+            got = x_T.dtype if isinstance(x_T, torch.Tensor) else type(x_T).__name__
+            raise TypeError(f"x_T must be a floating-point tensor, got {got}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        B = x_T.shape[0]
+        self.model, self.grid, self.prediction, self.w = model, grid, prediction, float(guidance_scale)
+        t_dtype = torch.int64 if grid.discrete else x_T.dtype     # float t between integer timesteps (karras)
+        self.ts = grid.ts.to(device=x_T.device, dtype=t_dtype)[:, None].expand(-1, B).contiguous()
+        self.ab = grid.alpha_bars.tolist()
+        self.y = self._check_y(y, B, x_T.device)
+        self.nfe, self._finite = 0, []
+
+    def _check_y(self, y, B, device):
+        if y is None:
+            if self.w != 1.0:
+                raise ValueError(f"guidance_scale={self.w} needs class labels y (or guidance_scale=1.0)")
+            return None
+        y = torch.as_tensor(y, device=device)
+        if y.dtype not in (torch.int64, torch.int32) or y.shape != (B,):
+            raise ValueError(f"y must be an integer tensor of shape (B,) = ({B},), "
+                             f"got {y.dtype} {tuple(y.shape)}")
+        if self.w == 1.0:
+            return y
+        null = getattr(self.model, "null_label", None)
+        if not isinstance(null, int):
+            raise ValueError(f"guidance_scale={self.w} != 1 needs a class-conditional model with an integer "
+                             "attribute model.null_label (the label of the unconditional branch)")
+        return torch.cat([y, torch.full_like(y, null)])           # conditional and unconditional labels
+
+    def __call__(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        t, guided = self.ts[i], self.y is not None and self.w != 1.0
+        if guided:                                                # both branches in one batch of 2B
+            x2 = torch.cat([x, x])
+            out = self._check(self.model(x2, torch.cat([t, t]), self.y), x2).reshape(2, *x.shape)
+        else:
+            out = self._check(self.model(x, t) if self.y is None else self.model(x, t, self.y), x)
+        eps = to_eps(out, x, self.ab[i], self.prediction)         # conversion is affine, so guide after it
+        if guided:
+            eps = eps[1] + self.w * (eps[0] - eps[1])             # ε_∅ + w (ε_y − ε_∅)  (Ho & Salimans 2021)
+        self.nfe += 2 if guided else 1
+        self._finite.append((i, torch.isfinite(x).all() & torch.isfinite(eps).all()))   # no sync here
+        return eps
+
+    @staticmethod
+    def _check(out, x):
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"model must return a tensor, got {type(out).__name__}")
+        if out.shape != x.shape:
+            raise ValueError(f"model output must have the shape of its input x, {tuple(x.shape)}, "
+                             f"got {tuple(out.shape)}")
+        return out
+
+    def check_finite(self, x: torch.Tensor, sampler: str) -> None:
+        """Raise, naming the first step with NaN/inf, if the final sample is not finite (one sync)."""
+        if bool(torch.isfinite(x).all()):
+            return
+        flags = torch.stack([f for _, f in self._finite]).cpu() if self._finite else torch.ones(0, dtype=bool)
+        bad = (~flags).nonzero()
+        i = self._finite[int(bad[0])][0] if len(bad) else len(self.grid) - 1
+        raise ValueError(f"{sampler}: NaN/inf appeared at step {i} (t = {float(self.grid.ts[i]):g}) of "
+                         f"{len(self.grid)}; check the model output and x_T")
+
+
+def _randn(like: torch.Tensor, generator) -> torch.Tensor:
+    """N(0, I) drawn on the generator's device (CPU by default), then moved: CPU seeds are reproducible."""
+    dev = generator.device if generator is not None else "cpu"
+    return torch.randn(like.shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
+
+
+# --- the samplers --------------------------------------------------------------------------------------
+def ddpm_sample(eps_model, x, grid, *, variance="fixed_small", generator=None, callback=None):
+    """Ancestral sampling (DDPM Algorithm 2) on any grid, with β_t' = 1 − ᾱ_t/ᾱ_prev between levels.
+    variance: "fixed_small" β̃_t' = (1 − ᾱ_prev)/(1 − ᾱ_t) β_t'  or  "fixed_large" β_t'  (DDPM §3.2).
+    The last step, to ᾱ = 1, adds no noise (β̃ = 0 there; for "fixed_large" we also add none)."""
+    ab, n = grid.alpha_bars.tolist(), len(grid)
+    for i in range(n):
+        eps = eps_model(x, i)
+        x0 = eps_to_x0(x, eps, ab[i])                                     # eq. 15
+        if callback:
+            callback(i, x, x0)
+        x, _ = posterior(x0, x, ab[i], ab[i + 1])                         # μ̃_t(x_t, x̂_0)      (eq. 7)
+        beta = 1 - ab[i] / ab[i + 1]
+        var = beta if variance == "fixed_large" else (1 - ab[i + 1]) / (1 - ab[i]) * beta
+        if i < n - 1:                                                     # x_{t-1} = μ̃ + σ_t z
+            x = x + math.sqrt(var) * _randn(x, generator)
+    return x
+
+
+def ddim_sample(eps_model, x, grid, *, eta=0.0, generator=None, callback=None):
+    """DDIM (Song et al. 2021, eq. 12): x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z,
+    σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)  (eq. 16). η = 0 is deterministic, η = 1 is DDPM."""
+    ab = grid.alpha_bars.tolist()
+    for i in range(len(grid)):
+        eps = eps_model(x, i)
+        x0 = eps_to_x0(x, eps, ab[i])                                     # "predicted x_0", eq. 12
+        if callback:
+            callback(i, x, x0)
+        sig = eta * math.sqrt((1 - ab[i + 1]) / (1 - ab[i]) * (1 - ab[i] / ab[i + 1]))
+        x = math.sqrt(ab[i + 1]) * x0 + math.sqrt(max(1 - ab[i + 1] - sig**2, 0.0)) * eps   # 0: rounding
+        if sig > 0:
+            x = x + sig * _randn(x, generator)
+    return x
+
+
+def euler_sample(eps_model, x, grid, *, generator=None, callback=None):
+    """Euler on the probability-flow ODE dx̃/dσ = ε̂(x̃, σ) in σ-space (Karras et al. 2022, eq. 4 with
+    x̃ = x/√ᾱ). One step is exactly a DDIM(η = 0) step."""
+    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
+    xs = x / math.sqrt(ab[0])                                             # x̃ = x/√ᾱ
+    for i in range(len(grid)):
+        eps = eps_model(xs * math.sqrt(ab[i]), i)                         # the model sees x = x̃/√(1+σ²)
+        if callback:
+            callback(i, xs * math.sqrt(ab[i]), xs - sig[i] * eps)
+        xs = xs + (sig[i + 1] - sig[i]) * eps
+    return xs                                                             # σ_n = 0, so x = x̃
+
+
+def heun_sample(eps_model, x, grid, *, generator=None, callback=None):
+    """Heun's 2nd-order method on dx̃/dσ = ε̂ (Karras et al. 2022, Algorithm 1, no churn): an Euler step,
+    then the trapezoidal correction, skipped on the last step to σ = 0. NFE = 2·steps − 1."""
+    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
+    xs = x / math.sqrt(ab[0])
+    for i in range(len(grid)):
+        d = eps_model(xs * math.sqrt(ab[i]), i)                           # slope at σ_i       (line 5)
+        if callback:
+            callback(i, xs * math.sqrt(ab[i]), xs - sig[i] * d)
+        x_next = xs + (sig[i + 1] - sig[i]) * d                           # Euler step          (line 6)
+        if sig[i + 1] > 0:
+            d2 = eps_model(x_next * math.sqrt(ab[i + 1]), i + 1)          # slope at σ_{i+1}    (line 9)
+            x_next = xs + (sig[i + 1] - sig[i]) * (d + d2) / 2            # trapezoidal rule    (line 10)
+        xs = x_next
+    return xs
+
+
+def dpmpp_2m_sample(eps_model, x, grid, *, generator=None, callback=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): integrates the linear part exactly in λ = −log σ,
+    using the data prediction D = x̃ − σ ε̂ extrapolated from the last two steps.
+        x̃_{i+1} = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1) D̂,   h = λ_{i+1} − λ_i,
+        D̂ = (1 + 1/(2r)) D_i − 1/(2r) D_{i−1},  r = h_{i−1}/h   (first step: D̂ = D_i, i.e. DDIM).
+    The last step to σ = 0 is exact: x = D_i."""
+    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
+    xs, D_old, h_old = x / math.sqrt(ab[0]), None, None
+    for i in range(len(grid)):
+        eps = eps_model(xs * math.sqrt(ab[i]), i)
+        D = xs - sig[i] * eps                                             # data prediction x̂_0
+        if callback:
+            callback(i, xs * math.sqrt(ab[i]), D)
+        if sig[i + 1] == 0:
+            xs = D
+            continue
+        h = math.log(sig[i] / sig[i + 1])
+        D_hat = D if D_old is None else (1 + h / (2 * h_old)) * D - h / (2 * h_old) * D_old
+        xs = (sig[i + 1] / sig[i]) * xs - math.expm1(-h) * D_hat
+        D_old, h_old = D, h
+    return xs
+
+
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample,
+            "dpmpp_2m": dpmpp_2m_sample}
+
+
+# --- the public entry points -----------------------------------------------------------------------------
+@dataclass
+class SampleInfo:
+    """What ``sample(..., return_info=True)`` returns next to the sample.
+
+    nfe: denoiser evaluations per sample (guidance counts 2 per call); timesteps: the model timesteps
+    (length steps); alpha_bars: ᾱ at the steps + 1 levels (last 1); trajectory: one (x_t, x̂_0) pair
+    per step, on the CPU, x_t the state at the start of the step and x̂_0 the model's clean prediction."""
+
+    nfe: int
+    timesteps: torch.Tensor
+    alpha_bars: torch.Tensor
+    trajectory: list = field(default_factory=list)
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        return torch.sqrt((1.0 - self.alpha_bars) / self.alpha_bars)
+
+
+def _sampler_options(sampler, eta, variance, grid):
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
+    if variance is not None and variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    if sampler != "ddim" and eta != 0:
+        raise ValueError(f"eta applies only to sampler='ddim', got eta={eta} with sampler={sampler!r}")
+    if sampler != "ddpm" and variance is not None:
+        raise ValueError(f"variance applies only to sampler='ddpm', got variance={variance!r}")
+    if sampler == "ddim":
+        ab = grid.alpha_bars[:-1]                                         # the last step has σ = 0
+        ratio = (1 - ab[:-1]) / (1 - ab[:-1] / ab[1:])                   # σ² ≤ 1 − ᾱ_prev ⟺ η² ≤ ratio
+        if len(ratio) and eta**2 > float(ratio.min()):
+            raise ValueError(f"eta={eta} is too large for this grid (DDIM needs σ_t² ≤ 1 − ᾱ_prev): "
+                             f"use eta <= {math.sqrt(float(ratio.min())):.4f}")
+        return {"eta": float(eta)}
+    return {"variance": variance or "fixed_small"} if sampler == "ddpm" else {}
+
+
+def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", steps: int = 50,
+           eta: float = 0.0, spacing: str = "leading", generator: torch.Generator | None = None,
+           progress: bool = False, y=None, guidance_scale: float = 1.0, *, variance: str | None = None,
+           prediction: str = "eps", return_info: bool = False):
+    """Draw samples from ``model`` starting at the noise ``x_T``.
+
+    sampler: "ddpm" | "ddim" | "euler" | "heun" | "dpmpp_2m";  spacing: "leading" | "trailing" |
+    "linspace" | "karras";  eta (ddim only) ≥ 0;  variance (ddpm only): "fixed_small" (default) |
+    "fixed_large";  prediction: what the model outputs, "eps" | "x0" | "v";  y, guidance_scale:
+    class labels and classifier-free guidance (scale ≠ 1 needs ``model.null_label``).
+    Returns the sample (shape, dtype and device of x_T), or ``(sample, SampleInfo)`` if return_info.
+    """
+    grid = s.grid(steps, spacing)                                         # validates steps and spacing
+    opts = _sampler_options(sampler, eta, variance, grid)
+    eps_model = EpsModel(model, grid, x_T, y=y, guidance_scale=guidance_scale, prediction=prediction)
+    trajectory = []
+    bar = tqdm(total=len(grid), desc=sampler, disable=not progress)
+
+    def callback(i, x_t, x0_hat):
+        bar.update(1)
+        if return_info:
+            trajectory.append((x_t.detach().to("cpu", copy=True), x0_hat.detach().to("cpu", copy=True)))
+
+    with torch.no_grad():
+        x0 = SAMPLERS[sampler](eps_model, x_T, grid, generator=generator, callback=callback, **opts)
+    bar.close()
+    eps_model.check_finite(x0, sampler)
+    if not return_info:
+        return x0
+    return x0, SampleInfo(eps_model.nfe, grid.ts.clone(), grid.alpha_bars.clone(), trajectory)
+
+
+def ddim_invert(model, s: NoiseSchedule, x0: torch.Tensor, steps: int = 50, spacing: str = "leading",
+                progress: bool = False, y=None, guidance_scale: float = 1.0, *, prediction: str = "eps",
+                return_info: bool = False):
+    """DDIM inversion x_0 → x_T: the η = 0 ODE run backwards (Song et al. 2021, §4.3), an Euler step
+    in σ-space per level. ε is not defined at σ = 0, so each step uses the slope at the current point
+    labelled with the next (noisier) timestep, as diffusers' DDIMInverseScheduler does.
+    ``ddim_sample`` on the same steps and spacing maps the result back close to x0."""
+    grid = s.grid(steps, spacing)
+    eps_model = EpsModel(model, grid, x0, y=y, guidance_scale=guidance_scale, prediction=prediction)
+    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
+    xs, trajectory = x0, []
+    with torch.no_grad():
+        for i in tqdm(reversed(range(len(grid))), total=len(grid), desc="ddim_invert", disable=not progress):
+            eps = eps_model(xs * math.sqrt(ab[i + 1]), i)                 # the current state, at t_i
+            if return_info:
+                trajectory.append((xs * math.sqrt(ab[i + 1]), xs - sig[i + 1] * eps))
+            xs = xs + (sig[i] - sig[i + 1]) * eps                         # Euler step up in σ
+    x_T = xs * math.sqrt(ab[0])
+    eps_model.check_finite(x_T, "ddim_invert")
+    if not return_info:
+        return x_T
+    return x_T, SampleInfo(eps_model.nfe, grid.ts.clone(), grid.alpha_bars.clone(),
+                           [(a.cpu(), b.cpu()) for a, b in trajectory])
