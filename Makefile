@@ -1,0 +1,50 @@
+# The commands the README names. Each one sets up .venv first when it is missing or stale.
+#   make lab        set up, then open JupyterLab on the first notebook
+#   make test       set up, then run everything CI runs (.ci/run calls exactly this)
+#   make notebooks  rebuild solutions/*.ipynb and notebooks/*.ipynb from solutions/*.py
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Linux x86-64 gets these exact builds first (and only when torch is missing); elsewhere pip chooses.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# JupyterLab refuses to run as root unless asked to.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+# Everything CI runs goes through this one pytest call: unit tests, then every student and solution
+# notebook executed by nbval in fast mode, two workers, one notebook per worker at a time.
+TEST_ENV := DDPM_COURSE_FAST=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+PYTEST_ARGS ?= -n 2 --dist loadscope --nbval-lax --nbval-current-env
+
+.PHONY: setup lab test lint notebooks check-notebooks clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || { \
+	  $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else "make: need Python 3.10-3.13 as $(PYTHON), found %d.%d" % v)' && \
+	  echo "make: creating $(VENV) with $$($(PYTHON) --version)" && \
+	  { $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	    echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }; }; }
+	@if ! $(BIN)/python -c 'import torch' 2>/dev/null && [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ]; then \
+	  echo "make: installing $(TORCH_PINS)"; $(BIN)/python -m pip install $(TORCH_PINS); fi
+	$(BIN)/python -m pip install -e '.[dev,lab]'
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/00_welcome.ipynb
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+check-notebooks: $(STAMP)
+	$(BIN)/python -m ddpm_course.authoring --check
+
+test: lint check-notebooks
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) tests notebooks solutions
+
+notebooks: $(STAMP)
+	$(BIN)/python -m ddpm_course.authoring
+
+clean-venv:
+	rm -rf $(VENV)

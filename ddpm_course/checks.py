@@ -1,0 +1,340 @@
+"""Exercise checks: run the learner's function on small fixed inputs and compare it with the reference.
+
+    snr = dc.checks.snr(snr)    # ✓ message and your function back, or CheckFailed saying what is wrong
+
+A check tells *which property* failed: the type of the result, its shape, dtype or device, a NaN, or the
+first wrong value (index, expected, got). When the exercise is still blank (the function raises
+NotImplementedError) the check prints a short note and returns the reference implementation, so a
+student notebook runs top to bottom with every exercise blank.
+
+Adding a check for a new exercise is one line::
+
+    ddim_step = Check("ddim_step", reference_fn, cases_fn)    # cases_fn() -> list of case(label, *args)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from . import diffusion
+from .schedule import NoiseSchedule
+
+
+class CheckFailed(AssertionError):
+    """The learner's function disagrees with the reference; the message says where and how."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fixed input: a label a learner can read, and the arguments."""
+
+    label: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+
+def case(label: str, *args, **kwargs) -> Case:
+    return Case(label, args, kwargs)
+
+
+# Tolerances by result dtype: equivalent formulas agree this well; a wrong formula does not.
+TOLERANCES = {
+    torch.float64: (1e-7, 1e-10),
+    torch.float32: (1e-4, 1e-6),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (2e-2, 1e-2),
+}
+
+
+def compare(name: str, student_fn: Callable, reference_fn: Callable, cases: Sequence[Case], *,
+            outputs: Sequence[str] | None = None, tolerances: dict | None = None) -> Callable:
+    """Run `student_fn` and `reference_fn` on every case and compare the results.
+
+    Returns `student_fn` when every case agrees (printing a ✓ line), the reference when `student_fn`
+    raises NotImplementedError (printing a note), and raises CheckFailed otherwise.
+    `outputs` names the parts of a tuple result, e.g. ("mean", "variance").
+    """
+    if not callable(student_fn):
+        raise TypeError(f"{name}: pass your function itself, e.g. dc.checks.{name}(my_fn); "
+                        f"got {type(student_fn).__name__}")
+    tol = {**TOLERANCES, **(tolerances or {})}
+    for c in cases:
+        where = f"{name}({c.label})"
+        expected = reference_fn(*_clone(c.args), **_clone(c.kwargs))
+        args, kwargs = _clone(c.args), _clone(c.kwargs)
+        try:
+            got = student_fn(*args, **kwargs)
+        except NotImplementedError as err:
+            print(f"… {name}: not implemented yet ({err}). The notebook carries on with the reference "
+                  "implementation; come back to this exercise any time.")
+            return reference_fn
+        except Exception as err:
+            raise CheckFailed(f"{where} raised {type(err).__name__}: {err}") from err
+        _check_inputs_unchanged(where, c, args, kwargs)
+        _compare(where, got, expected, outputs, tol)
+    print(f"✓ {name}: matches the reference on {len(cases)} test cases ({'; '.join(c.label for c in cases)})")
+    return student_fn
+
+
+class Check:
+    """A named exercise check: ``Check(name, reference, cases)(student_fn)`` runs `compare`.
+
+    `cases` is a function returning the list of cases; it is called on every run, so each run gets
+    fresh tensors. `post` (optional) maps both results before comparing, e.g. to broadcast.
+    """
+
+    def __init__(self, name: str, reference: Callable, cases: Callable[[], list[Case]], *,
+                 outputs: Sequence[str] | None = None, post: Callable | None = None,
+                 tolerances: dict | None = None, doc: str = ""):
+        self.name, self.reference, self.cases = name, reference, cases
+        self.outputs, self.post, self.tolerances = outputs, post, tolerances
+        self.__doc__ = doc or f"Check an implementation of {name} against the reference."
+
+    def __call__(self, student_fn: Callable) -> Callable:
+        if self.post is None:
+            return compare(self.name, student_fn, self.reference, self.cases(), outputs=self.outputs,
+                           tolerances=self.tolerances)
+        post = self.post
+        result = compare(self.name, _Posted(student_fn, post), _Posted(self.reference, post), self.cases(),
+                         outputs=self.outputs, tolerances=self.tolerances)
+        return result.fn  # the learner's function (or the reference), not the wrapper
+
+    def __repr__(self) -> str:
+        return f"<check {self.name}: call dc.checks.{self.name}(your_function)>"
+
+
+@dataclass
+class _Posted:
+    fn: Callable
+    post: Callable
+
+    def __call__(self, *args, **kwargs):
+        return self.post(self.fn(*args, **kwargs), *args, **kwargs)
+
+
+# --- comparing results --------------------------------------------------------------------------
+def _clone(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, tuple):
+        return tuple(_clone(o) for o in obj)
+    if isinstance(obj, list):
+        return [_clone(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    return obj
+
+
+def _check_inputs_unchanged(where: str, c: Case, args: tuple, kwargs: dict) -> None:
+    named = [(f"argument {i + 1}", a, b) for i, (a, b) in enumerate(zip(c.args, args, strict=True))]
+    named += [(f"argument {k}=", c.kwargs[k], kwargs[k]) for k in c.kwargs]
+    for label, before, after in named:
+        if isinstance(before, torch.Tensor) and not torch.equal(before, after):
+            raise CheckFailed(f"{where}: your function changed its {label} in place; compute a new tensor "
+                              "instead (avoid +=, *=, .add_() and friends on inputs)")
+
+
+def _compare(where: str, got, expected, outputs, tol) -> None:
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            what = f"a {type(got).__name__} of length {len(got)}" if isinstance(got, (tuple, list)) else \
+                _describe(got)
+            names = f" ({', '.join(outputs)})" if outputs else ""
+            raise CheckFailed(f"{where}: expected a tuple of {len(expected)} results{names}, got {what}")
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            part = outputs[i] if outputs else f"result[{i}]"
+            _compare(f"{where}, {part}", g, e, None, tol)
+    elif isinstance(expected, torch.Tensor):
+        _compare_tensors(where, got, expected, tol)
+    elif isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        _compare_numbers(where, got, float(expected), tol)
+    elif got != expected:
+        raise CheckFailed(f"{where}: expected {expected!r}, got {got!r}")
+
+
+def _describe(obj) -> str:
+    if obj is None:
+        return "None (did you forget `return`?)"
+    return f"a {type(obj).__module__}.{type(obj).__name__}"
+
+
+def _compare_numbers(where: str, got, expected: float, tol) -> None:
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        raise CheckFailed(f"{where}: expected a number, got {_describe(got)}")
+    rtol, atol = tol[torch.float64]
+    if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
+        raise CheckFailed(f"{where}: wrong value: expected {expected:.8g}, got {got:.8g}")
+
+
+def _compare_tensors(where: str, got, expected: torch.Tensor, tol) -> None:
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{where}: expected a torch.Tensor, got {_describe(got)}")
+    if got.shape != expected.shape:
+        raise CheckFailed(f"{where}: wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}")
+    if got.dtype != expected.dtype:
+        raise CheckFailed(f"{where}: wrong dtype: expected {expected.dtype}, got {got.dtype} "
+                          "(keep the dtype of the inputs; cast schedule tables with .to(x))")
+    if got.device != expected.device:
+        raise CheckFailed(f"{where}: wrong device: expected {expected.device}, got {got.device}")
+    if not expected.is_floating_point():
+        bad = got != expected
+        if bool(bad.any()):
+            _raise_value(where, got, expected, bad, "")
+        return
+    nan_bad = torch.isnan(got) != torch.isnan(expected)
+    if bool(nan_bad.any()):
+        i = _index(nan_bad)
+        raise CheckFailed(f"{where}: NaN mismatch at index {i}: expected {expected[i].item():.8g}, "
+                          f"got {got[i].item():.8g}")
+    rtol, atol = tol.get(expected.dtype, TOLERANCES[torch.float32])
+    bad = ~torch.isclose(got, expected, rtol=rtol, atol=atol, equal_nan=True)
+    if bool(bad.any()):
+        _raise_value(where, got, expected, bad, f" (tolerance: rtol={rtol:g}, atol={atol:g})")
+
+
+def _index(mask: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def _raise_value(where, got, expected, bad, tol_note) -> None:
+    i = _index(bad)
+    diff = (got.double() - expected.double()).abs().masked_fill(~bad, 0)
+    j = _index(diff == diff.max())
+    raise CheckFailed(f"{where}: wrong value at index {i}: expected {expected[i].item():.8g}, got "
+                      f"{got[i].item():.8g}; {int(bad.sum())} of {bad.numel()} values differ, the largest "
+                      f"difference is {diff[j].item():.3g} at index {j}{tol_note}")
+
+
+# --- reference implementations and cases for the course's exercises ----------------------------------
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g)
+
+
+def _t(*values: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def _randint(g: torch.Generator, high: int, n: int) -> torch.Tensor:
+    return torch.randint(0, high, (n,), generator=g)
+
+
+def exact(fn: Callable) -> Callable:
+    """`fn` evaluated in float64 and rounded to the dtype of its first floating-point tensor argument:
+    the reference a learner's float32 code is compared with, free of the reference's own rounding."""
+
+    def wrapped(*args, **kwargs):
+        floats = [isinstance(a, torch.Tensor) and a.is_floating_point() for a in args]
+        dtype = next((a.dtype for a, f in zip(args, floats, strict=True) if f), torch.float64)
+        up = [a.double() if f else a for a, f in zip(args, floats, strict=True)]
+        return _cast(fn(*up, **kwargs), dtype)
+
+    wrapped.__name__ = wrapped.__qualname__ = getattr(fn, "__name__", "reference")
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def _cast(obj, dtype):
+    if isinstance(obj, torch.Tensor) and obj.is_floating_point():
+        return obj.to(dtype)
+    if isinstance(obj, tuple):
+        return tuple(_cast(o, dtype) for o in obj)
+    return obj
+
+
+def _snr_reference(alpha_bars: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) (Kingma et al. 2021, eq. 1: SNR = α²/σ²)."""
+    return alpha_bars / (1 - alpha_bars)
+
+
+def _snr_cases() -> list[Case]:
+    return [
+        case("linear schedule ᾱ, T=1000", NoiseSchedule.linear(1000).alpha_bars),
+        case("cosine schedule ᾱ, T=50", NoiseSchedule.cosine(50).alpha_bars),
+        case("5 float32 values", torch.tensor([0.999, 0.9, 0.5, 0.1, 0.001], dtype=torch.float32)),
+    ]
+
+
+def _alpha_bars_reference(betas: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t = ∏_{s ≤ t} (1 − β_s) (DDPM eq. 4), in the dtype of `betas`."""
+    return NoiseSchedule(betas).alpha_bars
+
+
+def _alpha_bars_cases() -> list[Case]:
+    return [
+        case("linear β, T=1000", NoiseSchedule.linear(1000).betas),
+        case("cosine β, T=20", NoiseSchedule.cosine(20).betas),
+        case("7 random float32 β", torch.empty(7).uniform_(1e-3, 0.2, generator=_gen(0))),
+    ]
+
+
+def _q_sample_cases() -> list[Case]:
+    g, lin, cos = _gen(1), NoiseSchedule.linear(1000), NoiseSchedule.cosine(100)
+    x0, eps = _randn(g, 4, 1, 8, 8), _randn(g, 4, 1, 8, 8)
+    pts, pts_eps = _randn(g, 6, 2), _randn(g, 6, 2)
+    x64, eps64 = _randn(g, 3, 3, 4, 4).double(), _randn(g, 3, 3, 4, 4).double()
+    return [
+        case("images (4,1,8,8), t=[0,10,500,999], linear T=1000", x0, _t(0, 10, 500, 999), eps, lin),
+        case("2-D points (6,2), random t, cosine T=100", pts, _randint(g, 100, 6), pts_eps, cos),
+        case("float64 images (3,3,4,4), linear T=1000", x64, _t(999, 0, 250), eps64, lin),
+    ]
+
+
+def _posterior_cases() -> list[Case]:
+    # float32 only where β_t is not tiny: 1 − ᾱ_t/ᾱ_{t−1} loses digits in float32 at small t
+    g, lin, cos = _gen(2), NoiseSchedule.linear(1000), NoiseSchedule.cosine(100)
+    x0, x_t = _randn(g, 4, 1, 6, 6), _randn(g, 4, 1, 6, 6)
+    p0, p_t = _randn(g, 5, 2).double(), _randn(g, 5, 2).double()
+    return [
+        case("images (4,1,6,6), t=[100,300,600,999], linear T=1000", x0, x_t, _t(100, 300, 600, 999), lin),
+        case("float64 points (5,2), t=[0,1,2,500,999]: at t=0 the previous level is the data", p0, p_t,
+             _t(0, 1, 2, 500, 999), lin),
+        case("float64 points (5,2), cosine T=100", p0, p_t, _randint(g, 100, 5), cos),
+    ]
+
+
+def _expand_variance(result, x0, x_t, t, s):
+    """A variance of shape (B, 1, ...) is as good as one of x_t's shape: compare them broadcast."""
+    if isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, torch.Tensor) for r in result):
+        mean, var = result
+        try:
+            return mean, var.expand_as(x_t)
+        except RuntimeError:
+            return result
+    return result
+
+
+def _eps_to_x0_cases() -> list[Case]:
+    g, ab = _gen(3), NoiseSchedule.linear(1000).alpha_bars
+    x_t, eps = _randn(g, 4, 1, 8, 8), _randn(g, 4, 1, 8, 8)
+    return [
+        case("one ᾱ for the batch (a float)", x_t, eps, float(ab[400])),
+        case("one ᾱ per sample, shape (4,)", x_t, eps, ab[_t(0, 100, 500, 999)]),
+        case("float64 points (5,2)", _randn(g, 5, 2).double(),
+             _randn(g, 5, 2).double(), ab[_t(3, 30, 300, 600, 900)]),
+    ]
+
+
+snr = Check("snr", exact(_snr_reference), _snr_cases,
+            doc="snr(alpha_bars) -> alpha_bars / (1 - alpha_bars), elementwise, same shape and dtype.")
+alpha_bars = Check("alpha_bars", exact(_alpha_bars_reference), _alpha_bars_cases,
+                   doc="alpha_bars(betas) -> cumulative product of 1 - betas, same shape and dtype.")
+q_sample = Check("q_sample", exact(diffusion.q_sample), _q_sample_cases,
+                 doc="q_sample(x0, t, noise, s) -> sqrt(ab_t) x0 + sqrt(1 - ab_t) noise (DDPM eq. 4).")
+posterior_mean_variance = Check(
+    "posterior_mean_variance", exact(diffusion.posterior_mean_variance), _posterior_cases,
+    outputs=("mean", "variance"), post=_expand_variance,
+    doc="posterior_mean_variance(x0, x_t, t, s) -> (mean, variance) of q(x_{t-1} | x_t, x0) (DDPM eq. 6-7).")
+eps_to_x0 = Check("eps_to_x0", exact(diffusion.eps_to_x0), _eps_to_x0_cases,
+                  doc="eps_to_x0(x_t, eps, ab) -> (x_t - sqrt(1 - ab) eps) / sqrt(ab) (DDIM eq. 9).")
+
+ALL = {c.name: c for c in (snr, alpha_bars, q_sample, posterior_mean_variance, eps_to_x0)}
