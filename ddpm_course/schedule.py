@@ -122,7 +122,9 @@ class NoiseSchedule:
             return self.sigmas[0].expand(t.shape).clone()
         lo = t.floor().long().clamp(0, self.T - 2)
         w = t - lo.double()
-        return torch.exp((1 - w) * log_sigmas[lo] + w * log_sigmas[lo + 1])
+        sig = torch.exp((1 - w) * log_sigmas[lo] + w * log_sigmas[lo + 1])
+        sig = torch.where(w == 0, self.sigmas[lo], sig)                    # the table itself at integers
+        return torch.where(w == 1, self.sigmas[lo + 1], sig)
 
     def grid(self, steps: int, spacing: str = "leading") -> Grid:
         """The noise levels a sampler walks through: ``steps`` model timesteps and ``steps + 1``

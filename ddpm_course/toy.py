@@ -150,7 +150,8 @@ class MixtureOracle:
         mu = self.means.to(xs).reshape(1, len(self.means), -1)
         dist2 = (xs.reshape(len(xs), 1, -1) - mu).pow(2).sum(-1)                            # ‖x̃ − μ_k‖²
         logp = self.weights.to(xs).log()[None] - 0.5 * d * var.log() - dist2 / (2 * var)
-        return torch.softmax(logp, dim=1)
+        w = (logp - logp.amax(1, keepdim=True)).exp()         # softmax by hand: torch.softmax is very slow
+        return w / w.sum(1, keepdim=True)                      # on tiny float64 inputs with several threads
 
     def denoise(self, xs: torch.Tensor, sigma, y: torch.Tensor | None = None) -> torch.Tensor:
         """D(x̃, σ) = Σ_k p(k | x̃) [μ_k + s_k²/(s_k² + σ²)(x̃ − μ_k)]; with y, p(k | x̃, y)."""
