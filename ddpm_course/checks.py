@@ -338,3 +338,196 @@ eps_to_x0 = Check("eps_to_x0", exact(diffusion.eps_to_x0), _eps_to_x0_cases,
                   doc="eps_to_x0(x_t, eps, ab) -> (x_t - sqrt(1 - ab) eps) / sqrt(ab) (DDIM eq. 9).")
 
 ALL = {c.name: c for c in (snr, alpha_bars, q_sample, posterior_mean_variance, eps_to_x0)}
+
+
+# --- notebook 03: DDPM sampling --------------------------------------------------------------------------
+DDPM_VARIANCES = ("fixed_small", "fixed_large")
+
+
+def _ddpm_step_reference(x_t, eps, t, s, z, variance="fixed_small"):
+    """One ancestral step x_t → x_{t−1} (DDPM Algorithm 2, line 4): x_{t−1} = μ̃_t(x_t, x̂_0) + σ_t z with
+    x̂_0 from ε̂ (eq. 15), μ̃ the posterior mean (eq. 7; the same as eq. 11) and σ_t² = β̃_t ("fixed_small")
+    or β_t ("fixed_large"); at t = 0 (the paper's t = 1) no noise is added."""
+    if variance not in DDPM_VARIANCES:
+        raise ValueError(f"variance must be one of {DDPM_VARIANCES}, got {variance!r}")
+    x0 = diffusion.eps_to_x0(x_t, eps, s.alpha_bars[t])                       # eq. 15
+    mean, var = diffusion.posterior_mean_variance(x0, x_t, t, s)              # eq. 7 (β̃_t, 0 at t = 0)
+    if variance == "fixed_large":
+        beta = torch.where(t > 0, s.betas[t], torch.zeros((), dtype=torch.float64))
+        var = beta.to(x_t).reshape(-1, *([1] * (x_t.dim() - 1)))
+    return mean + var.sqrt() * z
+
+
+def _ddpm_step_cases() -> list[Case]:
+    # float32 only where β_t is not tiny; the small-t cases are float64 (see _posterior_cases)
+    g, lin, cos = _gen(30), NoiseSchedule.linear(1000), NoiseSchedule.cosine(100)
+    img = [_randn(g, 4, 1, 6, 6) for _ in range(3)]
+    pts = [_randn(g, 5, 2).double() for _ in range(3)]
+    t_small = _t(0, 1, 2, 500, 999)
+    return [
+        case("images (4,1,6,6), t=[100,300,600,999], σ² = β̃ (fixed_small)", img[0], img[1],
+             _t(100, 300, 600, 999), lin, img[2]),
+        case("float64 points (5,2), t=[0,1,2,500,999], fixed_small: at t=0 σ = 0", *pts[:2], t_small, lin,
+             pts[2]),
+        case("float64 points (5,2), t=[0,1,2,500,999], σ² = β_t (fixed_large): no noise at t=0", *pts[:2],
+             t_small, lin, pts[2], "fixed_large"),
+        case("images (4,1,6,6), cosine T=100, fixed_large", img[0], img[1], _t(10, 40, 70, 99), cos, img[2],
+             "fixed_large"),
+    ]
+
+
+ddpm_step = Check("ddpm_step", exact(_ddpm_step_reference), _ddpm_step_cases,
+                  doc="ddpm_step(x_t, eps, t, s, z, variance='fixed_small') -> x_{t-1} = mu_tilde + "
+                      "sigma_t z (DDPM Algorithm 2, eq. 11); sigma_t^2 = beta_tilde_t or beta_t; 0 at t = 0.")
+
+
+# --- notebook 04: DDIM -----------------------------------------------------------------------------------
+def _ddim_step_reference(x_t, eps, ab_t: float, ab_prev: float, eta: float, z):
+    """One DDIM step (Song et al. 2021, eq. 12) from level ᾱ_t to ᾱ_prev:
+        x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z,   x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t,
+        σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)                                (eq. 16)."""
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
+    if not 0 < ab_t < ab_prev <= 1:
+        raise ValueError(f"need 0 < ab_t < ab_prev <= 1, got ab_t={ab_t}, ab_prev={ab_prev}")
+    x0 = diffusion.eps_to_x0(x_t, eps, ab_t)                                  # "predicted x_0"
+    sig = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))  # eq. 16
+    return math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev - sig**2) * eps + sig * z
+
+
+def _ddim_step_cases() -> list[Case]:
+    g, ab = _gen(40), NoiseSchedule.linear(1000).alpha_bars.tolist()
+    img = [_randn(g, 4, 1, 6, 6) for _ in range(3)]
+    pts = [_randn(g, 5, 2).double() for _ in range(3)]
+    return [
+        case("images (4,1,6,6), η=0 (deterministic), t=500 → 480", *img[:2], ab[500], ab[480], 0.0, img[2]),
+        case("images (4,1,6,6), η=1 (DDPM's β̃), t=500 → 480", *img[:2], ab[500], ab[480], 1.0, img[2]),
+        case("images (4,1,6,6), η=0.5, a long skip t=999 → 899", *img[:2], ab[999], ab[899], 0.5, img[2]),
+        case("float64 points (5,2), η=1, last step to ᾱ_prev = 1 (σ = 0)", *pts[:2], ab[19], 1.0, 1.0,
+             pts[2]),
+        case("float64 points (5,2), η=0.3, t=200 → 100", *pts[:2], ab[200], ab[100], 0.3, pts[2]),
+    ]
+
+
+def _slerp_reference(z0, z1, alpha: float):
+    """Spherical linear interpolation (Shoemake 1985) between z0 and z1, each seen as one flat vector:
+        slerp = sin((1 − α)θ)/sin θ · z0 + sin(αθ)/sin θ · z1,   cos θ = ⟨z0, z1⟩/(‖z0‖ ‖z1‖),
+    and plain linear interpolation when θ ≈ 0 (parallel vectors, where sin θ = 0)."""
+    if z0.shape != z1.shape:
+        raise ValueError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
+    a, b = z0.flatten(), z1.flatten()
+    theta = torch.arccos((a @ b / (a.norm() * b.norm())).clamp(-1, 1))
+    if float(theta.sin()) < 1e-6:
+        return (1 - alpha) * z0 + alpha * z1
+    return (torch.sin((1 - alpha) * theta) * z0 + torch.sin(alpha * theta) * z1) / theta.sin()
+
+
+def _slerp_cases() -> list[Case]:
+    g = _gen(41)
+    z = [_randn(g, 1, 1, 8, 8) for _ in range(4)]
+    v0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    v60 = torch.tensor([0.5, 0.75**0.5], dtype=torch.float64)
+    return [
+        case("two noise tensors (1,1,8,8), α=0.5", z[0], z[1], 0.5),
+        case("two noise tensors (1,1,8,8), α=0.2", z[2], z[3], 0.2),
+        case("α=0 gives z0", z[0], z[3], 0.0),
+        case("α=1 gives z1", z[1], z[2], 1.0),
+        case("float64 unit vectors 60° apart, α=0.5: the unit vector at 30°", v0, v60, 0.5),
+        case("parallel vectors z1 = 2·z0 (θ = 0): fall back to linear interpolation",
+             torch.tensor([[3.0, 4.0]]), torch.tensor([[6.0, 8.0]]), 0.25),
+    ]
+
+
+ddim_step = Check("ddim_step", exact(_ddim_step_reference), _ddim_step_cases,
+                  doc="ddim_step(x_t, eps, ab_t, ab_prev, eta, z) -> sqrt(ab_prev) x0_hat + "
+                      "sqrt(1 - ab_prev - sigma^2) eps + sigma z (DDIM eq. 12, sigma from eq. 16).")
+slerp = Check("slerp", exact(_slerp_reference), _slerp_cases,
+              doc="slerp(z0, z1, alpha) -> spherical interpolation between the flattened z0 and z1; "
+                  "linear interpolation when they are parallel.")
+
+
+# --- notebook 01: forward process / notebook 02: noise prediction -------------------------------------
+def _log_snr_reference(alpha_bars: torch.Tensor) -> torch.Tensor:
+    """λ = log ᾱ − log(1 − ᾱ) (Kingma et al. 2021, VDM §3), as `NoiseSchedule.log_snr` computes it."""
+    return torch.log(alpha_bars) - torch.log1p(-alpha_bars)
+
+
+def _log_snr_cases() -> list[Case]:
+    return [
+        case("linear schedule ᾱ, T=1000", NoiseSchedule.linear(1000).alpha_bars),
+        case("cosine schedule ᾱ, T=50 (ᾱ_T ≈ 1e-9)", NoiseSchedule.cosine(50).alpha_bars),
+        case("5 float32 values", torch.tensor([0.999, 0.9, 0.5, 0.1, 0.001], dtype=torch.float32)),
+    ]
+
+
+def _timestep_embedding_reference(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """The U-Net's embedding [cos(t ω_k), sin(t ω_k)], ω_k = 10000^(−k/(dim/2)) (ddpm_course.unet)."""
+    from .unet import timestep_embedding  # imported here: `dc.checks` stays light
+
+    return timestep_embedding(t, dim)
+
+
+def _timestep_embedding_cases() -> list[Case]:
+    g = _gen(12)
+    return [
+        case("t=[0,1,10,999] (integers), dim=8", _t(0, 1, 10, 999), 8),
+        case("16 random integer t, dim=48 (the MNIST U-Net's width)", _randint(g, 1000, 16), 48),
+        case("fractional t=[0.5,123.25,998.75], dim=64", torch.tensor([0.5, 123.25, 998.75]), 64),
+    ]
+
+
+class _ToyEps:
+    """A fixed, parameter-free stand-in for ε_θ whose output depends on x_t and on t."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(x).reshape(-1, *[1] * (x.dim() - 1))
+        return 0.5 * torch.tanh(x) + 0.3 * torch.sin(0.05 * t)
+
+    def __repr__(self) -> str:
+        return "toy ε-model"
+
+
+def _tiny_unet():
+    """The 'tiny' U-Net with every weight random (the zero-initialised output layers too), in eval mode."""
+    from .unet import UNet
+
+    with torch.random.fork_rng():  # a fixed network without touching the learner's random state
+        torch.manual_seed(13)
+        model = UNet("tiny").eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if not p.any():
+                    p.normal_(0.0, 0.1)
+    return model
+
+
+def _simple_loss_reference(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, s: NoiseSchedule):
+    """DDPM eq. 14 for given t and ε: mean of (ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t))²."""
+    return diffusion.simple_loss(model, x0, s, t=t, noise=noise)
+
+
+def _simple_loss_cases() -> list[Case]:
+    g, lin, cos = _gen(14), NoiseSchedule.linear(1000), NoiseSchedule.cosine(100)
+    toy, unet = _ToyEps(), _tiny_unet()
+    return [
+        case("toy ε-model, images (4,1,8,8), t=[0,10,500,999], linear T=1000", toy, _randn(g, 4, 1, 8, 8),
+             _t(0, 10, 500, 999), _randn(g, 4, 1, 8, 8), lin),
+        case("toy ε-model, 2-D points (6,2), random t, cosine T=100", toy, _randn(g, 6, 2),
+             _randint(g, 100, 6), _randn(g, 6, 2), cos),
+        case("a tiny U-Net, digits-shaped (3,1,28,28), t=[5,250,900], linear T=1000", unet,
+             _randn(g, 3, 1, 28, 28), _t(5, 250, 900), _randn(g, 3, 1, 28, 28), lin),
+    ]
+
+
+log_snr = Check("log_snr", exact(_log_snr_reference), _log_snr_cases,
+                doc="log_snr(alpha_bars) -> log(alpha_bars) - log(1 - alpha_bars), elementwise, same shape "
+                    "and dtype (VDM's λ).")
+# float32 sines of t·ω up to t = 999: equivalent formulas for ω differ by a few 1e-5, a wrong one by > 1e-2
+timestep_embedding = Check(
+    "timestep_embedding", _timestep_embedding_reference, _timestep_embedding_cases,
+    tolerances={torch.float32: (1e-4, 5e-4)},
+    doc="timestep_embedding(t, dim) -> (B, dim) float32 [cos(t w_k), sin(t w_k)], "
+        "w_k = 10000^(-k/(dim/2)), k = 0 .. dim/2 - 1 (Transformer sinusoids, as the course U-Net uses).")
+simple_loss = Check("simple_loss", _simple_loss_reference, _simple_loss_cases,
+                    doc="simple_loss(model, x0, t, noise, s) -> mean((noise - model(x_t, t))^2) with "
+                        "x_t = q_sample(x0, t, noise, s) (DDPM eq. 14), a 0-dim tensor.")
