@@ -1,0 +1,277 @@
+"""Checks of notebook 05 (fast samplers): heun_step and dpmpp_2m_update.
+
+Each check passes a correct answer (also an independently written one), falls back on a blank one, and
+names what a wrong one broke. The references agree with the package's samplers, step for step.
+"""
+
+import math
+import re
+
+import pytest
+import torch
+
+import ddpm_course as dc
+from ddpm_course import checks, samplers
+from ddpm_course.checks import CheckFailed
+from ddpm_course.schedule import Grid
+from ddpm_course.toy import GaussianOracle, MixtureOracle
+
+NAMES = ("heun_step", "dpmpp_2m_update")
+LOOP_LINE = {"heun_step": "run as a whole sampler it reproduces dc.sample(sampler='heun'",
+             "dpmpp_2m_update": "run as a whole sampler it reproduces dc.sample(sampler='dpmpp_2m'"}
+
+
+@pytest.fixture(scope="module")
+def s():
+    return dc.NoiseSchedule.linear()
+
+
+@pytest.fixture(scope="module")
+def mixture(s):
+    return MixtureOracle(s, means=[[-1.0, 0.0], [1.0, 0.5], [0.0, -1.5]], stds=[0.15, 0.3, 0.2],
+                         weights=[0.5, 0.3, 0.2])
+
+
+
+def test_checks_are_exported_with_docs():
+    for name in NAMES:
+        check = getattr(dc.checks, name)
+        assert check.name == name and name in repr(check) and check.__doc__
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_passes_on_a_correct_answer_and_runs_it_as_a_sampler(name, capsys):
+    check = getattr(checks, name)
+
+    def mine(*args, **kwargs):
+        return check.reference(*args, **kwargs)
+
+    assert check(mine) is mine
+    out = capsys.readouterr().out
+    assert f"✓ {name}: matches the reference on {len(check.cases())} test cases" in out
+    assert LOOP_LINE[name] in out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_blank_exercise_falls_back_to_the_reference(name, capsys):
+    def blank(*args, **kwargs):
+        raise NotImplementedError("Exercise 5.1: write your solution here")
+
+    check = getattr(checks, name)
+    assert check(blank) is check.reference
+    out = capsys.readouterr().out
+    assert f"{name}: not implemented yet (Exercise 5.1" in out and "reference implementation" in out
+    assert "run as a whole sampler" not in out
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("mistake", "message"), [
+    ("one value off", r"wrong value at index \(.*\): expected .*, got .*; 1 of \d+ values differ"),
+    ("float64 result", "wrong dtype: expected torch.float32, got torch.float64"),
+    ("extra dimension", r"wrong shape: expected \(.*\), got \(1, .*\)"),
+    ("returns None", r"got None \(did you forget `return`\?\)"),
+    ("raises", "raised ZeroDivisionError: oops"),
+    ("changes its input", r"changed its argument 1 in place"),
+])
+def test_wrong_answers_name_the_failing_property(name, mistake, message):
+    check = getattr(checks, name)
+    ref = check.reference
+
+    def wrong(*args, **kwargs):
+        out = ref(*args, **kwargs)
+        if mistake == "one value off":
+            out = out.clone()
+            out.view(-1)[-1] += 0.01 * (1 + out.view(-1)[-1].abs())
+            return out
+        if mistake == "float64 result":
+            return out.double()
+        if mistake == "extra dimension":
+            return out[None]
+        if mistake == "returns None":
+            return None
+        if mistake == "raises":
+            raise ZeroDivisionError("oops")
+        args[0].mul_(2)
+        return out
+
+    with pytest.raises(CheckFailed, match=message) as info:
+        check(wrong)
+    first_label = re.escape(check.cases()[0].label)
+    assert re.match(rf"{name}\({first_label}\)", str(info.value)), str(info.value)
+
+
+# --- the typical mistakes a learner makes ---------------------------------------------------------------
+def _heun_eps_at_zero(x, sig, sig_next, eps):          # corrects the last step too: ε̂(x̃, 0) is undefined
+    d = eps(x, sig)
+    x_next = x + (sig_next - sig) * d
+    return x + (sig_next - sig) * (d + eps(x_next, sig_next)) / 2
+
+
+def _heun_euler_only(x, sig, sig_next, eps):            # no trapezoidal correction: that is Euler (DDIM)
+    return x + (sig_next - sig) * eps(x, sig)
+
+
+def _heun_end_slope(x, sig, sig_next, eps):             # uses the end slope alone instead of the average
+    x_next = x + (sig_next - sig) * eps(x, sig)
+    return x_next if sig_next == 0 else x + (sig_next - sig) * eps(x_next, sig_next)
+
+
+def _heun_from_x_next(x, sig, sig_next, eps):           # applies the correction from x̃' instead of x̃_i
+    d = eps(x, sig)
+    x_next = x + (sig_next - sig) * d
+    return x_next if sig_next == 0 else x_next + (sig_next - sig) * (d + eps(x_next, sig_next)) / 2
+
+
+def _dpm_first_order(x, sig, sig_next, D, D_prev, h_prev):   # D̂ = D_i always: DPM-Solver++(1) = DDIM
+    return (sig_next / sig) * x - math.expm1(-math.log(sig / sig_next)) * D
+
+
+def _dpm_r_inverted(x, sig, sig_next, D, D_prev, h_prev):    # r = h/h_prev instead of h_prev/h
+    h = math.log(sig / sig_next)
+    D_hat = D if D_prev is None else (1 + h_prev / (2 * h)) * D - h_prev / (2 * h) * D_prev
+    return (sig_next / sig) * x - math.expm1(-h) * D_hat
+
+
+def _dpm_exp_not_expm1(x, sig, sig_next, D, D_prev, h_prev):  # e^{−h} where the formula has e^{−h} − 1
+    h = math.log(sig / sig_next)
+    D_hat = D if D_prev is None else (1 + h / (2 * h_prev)) * D - h / (2 * h_prev) * D_prev
+    return (sig_next / sig) * x - math.exp(-h) * D_hat
+
+
+def _dpm_no_first_step(x, sig, sig_next, D, D_prev, h_prev):  # forgets that D_prev is None on the first step
+    h = math.log(sig / sig_next)
+    D_hat = (1 + h / (2 * h_prev)) * D - h / (2 * h_prev) * D_prev
+    return (sig_next / sig) * x - math.expm1(-h) * D_hat
+
+
+HEUN_1 = "heun_step(Gaussian data, points (6,2), σ: 2.0 → 1.0): wrong value at index"
+DPM_FIRST = "dpmpp_2m_update(first step (D_prev=None, h_prev=None): the DDIM step, σ: 20 → 8)"
+DPM_2 = "dpmpp_2m_update(points (6,2), σ: 8 → 3, h_prev = log(20/8)): wrong value at index"
+MISTAKES = [
+    ("heun_step", _heun_eps_at_zero, "heun_step(mixture, points (6,2), the last step σ: 0.3 → 0 (no "
+                                     "correction)) raised ValueError: ε̂ of a 3-component Gaussian mixture "
+                                     "was called at σ = 0"),
+    ("heun_step", _heun_euler_only, HEUN_1),
+    ("heun_step", _heun_end_slope, HEUN_1),
+    ("heun_step", _heun_from_x_next, HEUN_1),
+    ("dpmpp_2m_update", _dpm_first_order, DPM_2),
+    ("dpmpp_2m_update", _dpm_r_inverted, DPM_2),
+    ("dpmpp_2m_update", _dpm_exp_not_expm1, DPM_FIRST + ": wrong value at index"),
+    ("dpmpp_2m_update", _dpm_no_first_step, DPM_FIRST + " raised TypeError"),
+]
+
+
+@pytest.mark.parametrize(("name", "fn", "message"), MISTAKES, ids=[m[1].__name__ for m in MISTAKES])
+def test_typical_mistake_is_caught(name, fn, message):
+    with pytest.raises(CheckFailed, match=re.escape(message)):
+        getattr(checks, name)(fn)
+
+
+def test_independent_correct_implementations_pass(capsys):
+    def heun(x, sig, sig_next, eps):                   # Karras' form with the denoiser D = x̃ − σ ε̂
+        dt = sig_next - sig
+        d1 = eps(x, sig)
+        if sig_next == 0:
+            return x + dt * d1
+        x_e = x + dt * d1
+        return x + 0.5 * dt * d1 + 0.5 * dt * eps(x_e, sig_next)
+
+    def dpm(x, sig, sig_next, D, D_prev, h_prev):      # written with λ = −log σ and the ratio σ_{i+1}/σ_i
+        lam, lam_next = -math.log(sig), -math.log(sig_next)
+        ratio = math.exp(lam - lam_next)
+        if D_prev is None:
+            return ratio * x + (1 - ratio) * D
+        r = h_prev / (lam_next - lam)
+        return ratio * x + (1 - ratio) * (D + (D - D_prev) / (2 * r))
+
+    assert checks.heun_step(heun) is heun
+    assert checks.dpmpp_2m_update(dpm) is dpm
+    assert capsys.readouterr().out.count("run as a whole sampler") == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_step_right_on_the_cases_but_wrong_in_the_sampler_is_caught(name):
+    check = getattr(checks, name)
+    calls = []
+
+    def drifts(*args):                                 # right on the fixed cases, then off by a little
+        calls.append(1)
+        out = check.reference(*args)
+        return out if len(calls) <= len(check.cases()) else out * 1.001
+
+    with pytest.raises(CheckFailed, match=re.escape(f"{name}(iterated over a {check.steps}-step Karras grid, "
+                                                    "mixture data) vs dc.sample(sampler=")):
+        check(drifts)
+
+
+def test_sigma_eps_is_undefined_at_zero_and_matches_the_oracle_model(s):
+    gauss = GaussianOracle(s, mean=0.5, std=0.5)
+    eps = checks.SigmaEps(gauss, "Gaussian ε̂")
+    with pytest.raises(ValueError, match="not defined at σ = 0"):
+        eps(torch.zeros(3, 2), 0.0)
+    t = torch.tensor([300, 300])
+    sig = float(s.sigmas[300])
+    x = torch.randn(2, 2, dtype=torch.float64)
+    # the VP model ε̂(x, t) and the σ-space ε̂(x̃, σ) agree: x̃ = x √(1 + σ²)
+    assert torch.allclose(eps(x * math.sqrt(1 + sig**2), sig), gauss(x, t), rtol=1e-12, atol=1e-12)
+    assert repr(eps) == "Gaussian ε̂"
+
+
+# --- the references are the package's samplers, step for step ------------------------------------------
+def _grid(s, sigmas):
+    """A grid through the given σ levels, the last one 0."""
+    sig = torch.tensor(sigmas, dtype=torch.float64)
+    return Grid(ts=s.sigma_to_t(sig[:-1]), alpha_bars=1.0 / (1.0 + sig**2), discrete=False)
+
+
+def _package_states(sampler, model, grid, x_s):
+    """Run a package sampler from x̃ at σ_0 on `grid`; the σ-space state at every level, the last at σ = 0."""
+    ab = grid.alpha_bars.tolist()
+    states = []
+    x = x_s * math.sqrt(ab[0])
+    with torch.no_grad():
+        final = samplers.SAMPLERS[sampler](samplers.EpsModel(model, grid, x), x, grid,
+                                           callback=lambda i, x_i, x0: states.append(x_i / math.sqrt(ab[i])))
+    return [*states, final]
+
+
+def _reference_states(loop, step, eps, x_s, sigmas):
+    """The same states from the reference step: the loop run on ever longer prefixes of the σ levels
+    (a prefix ending above 0 stops there; DPM-Solver++ then ends with its update, not with x̃ = D)."""
+    return [x_s] + [loop(step, eps, x_s, sigmas[: k + 1]) for k in range(1, len(sigmas))]
+
+
+@pytest.mark.parametrize(("sampler", "loop", "ref"), [
+    ("heun", checks.heun_sampler_from_step, checks._heun_step_reference),
+    ("dpmpp_2m", checks.dpmpp_2m_sampler_from_update, checks._dpmpp_2m_update_reference),
+])
+@pytest.mark.parametrize("sigmas", [[0.8, 0.0], [3.0, 1.2, 0.0], [40.0, 5.0, 0.7, 0.05, 0.0]])
+def test_reference_steps_equal_the_package_sampler_step_for_step(s, mixture, sampler, loop, ref, sigmas):
+    x_s = sigmas[0] * torch.randn(32, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    eps = checks.SigmaEps(mixture, "mixture")
+    package = _package_states(sampler, mixture, _grid(s, sigmas), x_s)
+    mine = _reference_states(loop, ref, eps, x_s, sigmas)
+    assert len(package) == len(mine) == len(sigmas)
+    for k, (a, b) in enumerate(zip(mine, package, strict=True)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), (k, (a - b).abs().max())
+
+
+@pytest.mark.parametrize(("sampler", "loop", "ref"), [
+    ("heun", checks.heun_sampler_from_step, checks._heun_step_reference),
+    ("dpmpp_2m", checks.dpmpp_2m_sampler_from_update, checks._dpmpp_2m_update_reference),
+])
+@pytest.mark.parametrize("spacing", ["karras", "trailing"])
+def test_reference_loops_reproduce_dc_sample(s, mixture, sampler, loop, ref, spacing):
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    grid = s.grid(7, spacing)
+    sigmas = grid.sigmas.tolist()
+    x_s = x_T / math.sqrt(float(grid.alpha_bars[0]))
+    mine = loop(ref, checks.SigmaEps(mixture, "mixture"), x_s, sigmas)
+    x0 = dc.sample(mixture, s, x_T, sampler=sampler, steps=7, spacing=spacing)
+    assert torch.allclose(mine, x0, rtol=1e-10, atol=1e-10)
+
+
+def test_dpmpp_reference_rejects_the_step_to_zero():
+    x = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="need sigma > sigma_next > 0"):
+        checks._dpmpp_2m_update_reference(x, 1.0, 0.0, x, None, None)
