@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import PREDICTIONS, eps_to_x0, posterior, to_eps
+from .diffusion import PREDICTIONS, to_eps
 from .schedule import Grid, NoiseSchedule
 
 VARIANCES = ("fixed_small", "fixed_large")
@@ -47,7 +47,7 @@ class EpsModel:
         self.ts = grid.ts.to(device=x_T.device, dtype=t_dtype)[:, None].expand(-1, B).contiguous()
         self.ab = grid.alpha_bars.tolist()
         self.y = self._check_y(y, B, x_T.device)
-        self.nfe, self._finite = 0, []
+        self.nfe, self._sums = 0, []
 
     def _check_y(self, y, B, device):
         if y is None:
@@ -77,7 +77,7 @@ class EpsModel:
         if guided:
             eps = eps[1] + self.w * (eps[0] - eps[1])             # ε_∅ + w (ε_y − ε_∅)  (Ho & Salimans 2021)
         self.nfe += 2 if guided else 1
-        self._finite.append((i, torch.isfinite(x).all() & torch.isfinite(eps).all()))   # no sync here
+        self._sums.append((i, eps.sum()))           # NaN/inf survive a sum: one cheap pass, no device sync
         return eps
 
     @staticmethod
@@ -93,9 +93,9 @@ class EpsModel:
         """Raise, naming the first step with NaN/inf, if the final sample is not finite (one sync)."""
         if bool(torch.isfinite(x).all()):
             return
-        flags = torch.stack([f for _, f in self._finite]).cpu() if self._finite else torch.ones(0, dtype=bool)
-        bad = (~flags).nonzero()
-        i = self._finite[int(bad[0])][0] if len(bad) else len(self.grid) - 1
+        sums = torch.stack([v for _, v in self._sums]).cpu() if self._sums else torch.zeros(0)
+        bad = (~torch.isfinite(sums)).nonzero()           # (a huge finite sum may overflow: blame the first)
+        i = self._sums[int(bad[0])][0] if len(bad) else len(self.grid) - 1
         raise ValueError(f"{sampler}: NaN/inf appeared at step {i} (t = {float(self.grid.ts[i]):g}) of "
                          f"{len(self.grid)}; check the model output and x_T")
 
@@ -113,13 +113,14 @@ def ddpm_sample(eps_model, x, grid, *, variance="fixed_small", generator=None, c
     The last step, to ᾱ = 1, adds no noise (β̃ = 0 there; for "fixed_large" we also add none)."""
     ab, n = grid.alpha_bars.tolist(), len(grid)
     for i in range(n):
+        a, a_prev = ab[i], ab[i + 1]
         eps = eps_model(x, i)
-        x0 = eps_to_x0(x, eps, ab[i])                                     # eq. 15
+        x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)                  # x̂_0               (eq. 15)
         if callback:
             callback(i, x, x0)
-        x, _ = posterior(x0, x, ab[i], ab[i + 1])                         # μ̃_t(x_t, x̂_0)      (eq. 7)
-        beta = 1 - ab[i] / ab[i + 1]
-        var = beta if variance == "fixed_large" else (1 - ab[i + 1]) / (1 - ab[i]) * beta
+        beta = 1 - a / a_prev
+        x = (math.sqrt(a_prev) * beta / (1 - a)) * x0 + (math.sqrt(1 - beta) * (1 - a_prev) / (1 - a)) * x
+        var = beta if variance == "fixed_large" else (1 - a_prev) / (1 - a) * beta   # β or β̃ (eq. 7)
         if i < n - 1:                                                     # x_{t-1} = μ̃ + σ_t z
             x = x + math.sqrt(var) * _randn(x, generator)
     return x
@@ -130,12 +131,13 @@ def ddim_sample(eps_model, x, grid, *, eta=0.0, generator=None, callback=None):
     σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)  (eq. 16). η = 0 is deterministic, η = 1 is DDPM."""
     ab = grid.alpha_bars.tolist()
     for i in range(len(grid)):
+        a, a_prev = ab[i], ab[i + 1]
         eps = eps_model(x, i)
-        x0 = eps_to_x0(x, eps, ab[i])                                     # "predicted x_0", eq. 12
+        x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)                  # "predicted x_0" (eq. 12)
         if callback:
             callback(i, x, x0)
-        sig = eta * math.sqrt((1 - ab[i + 1]) / (1 - ab[i]) * (1 - ab[i] / ab[i + 1]))
-        x = math.sqrt(ab[i + 1]) * x0 + math.sqrt(max(1 - ab[i + 1] - sig**2, 0.0)) * eps   # 0: rounding
+        sig = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sig**2, 0.0)) * eps   # max: rounding
         if sig > 0:
             x = x + sig * _randn(x, generator)
     return x
