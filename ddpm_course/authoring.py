@@ -466,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     except AuthoringError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as err:
+        print(f"error: build-notebooks needs {err.name}; install the authoring tools with "
+              "pip install -e '.[dev]' (make test and make lab do this)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
