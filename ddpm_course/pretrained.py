@@ -1,0 +1,129 @@
+"""Weights shipped inside the package, checksum-verified.
+
+Each entry is a pair in ``ddpm_course/weights/``: ``<name>.safetensors`` and a manifest ``<name>.json``::
+
+    {"file": "<name>.safetensors", "sha256": "...", "config": {...U-Net config...}, "schedule": {...},
+     "command": "...", "steps": N, "wall_time_s": ..., ...}
+
+Files are found next to this module, so loading works from an installed wheel with no repository clone
+(as in Colab) and needs no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class WeightsError(ValueError):
+    """A missing, corrupt or mismatched weights file."""
+
+
+def available() -> list[str]:
+    """Names of the shipped weights (manifests present in the weights folder)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest(name: str, weights_dir: str | Path | None = None) -> dict:
+    """The manifest of shipped weights ``name``."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        names = sorted(p.stem for p in folder.glob("*.json"))
+        raise WeightsError(f"no shipped weights named {name!r}: {path} does not exist (available: {names})")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WeightsError(f"manifest {path} is not valid JSON: {err}") from None
+    for key in ("file", "sha256"):
+        if key not in meta:
+            raise WeightsError(f"manifest {path} lacks the {key!r} entry")
+    return meta
+
+
+def load_state_dict(name: str, weights_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of shipped weights ``name``, after checking the file's sha256 against its manifest."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    meta = manifest(name, folder)
+    path = folder / meta["file"]
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} (named in {name}.json) does not exist")
+    digest = sha256(path)
+    if digest != meta["sha256"]:
+        raise WeightsError(f"checksum mismatch for {path}: sha256 {digest} but the manifest records "
+                           f"{meta['sha256']} (file truncated, corrupt or replaced)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def load_pretrained(name: str = "mnist", device: torch.device | str | None = None):
+    """``(model, schedule)`` for shipped weights: the EMA weights of the U-Net, in eval mode, on
+    ``dc.device()`` unless ``device`` is given. ``model(x, t)`` is unconditional (null label),
+    ``model(x, t, y)`` class-conditional; ``model.null_label`` is the null label."""
+    from . import device as default_device
+    from .train import make_schedule
+    from .unet import UNet
+
+    meta = manifest(name)
+    if "config" not in meta:
+        raise WeightsError(f"manifest {name}.json has no U-Net 'config'; these are not diffusion-model weights")
+    state = load_state_dict(name)
+    model = UNet(meta["config"])
+    model.load_state_dict(state)
+    model = model.to(device if device is not None else default_device()).eval()
+    return model, make_schedule(meta.get("schedule", {}))
+
+
+def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = None,
+           command: str | None = None) -> Path:
+    """Write the EMA weights of a training checkpoint as ``<name>.safetensors`` plus ``<name>.json``
+    (sha256, model config, schedule, training command, steps, wall time). Returns the manifest path."""
+    from safetensors.torch import save_file
+
+    from .train import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt["config"]
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"{name}.safetensors"
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in ckpt["ema"].items()}
+    save_file(tensors, str(file), metadata={"name": name, "step": str(ckpt["step"])})
+    meta = {
+        "file": file.name,
+        "sha256": sha256(file),
+        "bytes": file.stat().st_size,
+        "config": cfg["model_config"],
+        "schedule": {"schedule": cfg["schedule"], "T": cfg["T"]},
+        "weights": "EMA",
+        "ema_decay": cfg["ema_decay"],
+        "steps": ckpt["step"],
+        "batch_size": cfg["batch_size"],
+        "data": cfg["data"],
+        "precision": cfg.get("precision_used", cfg["precision"]),
+        "wall_time_s": round(float(ckpt["wall_time"]), 1),
+        "command": cfg.get("command", ""),
+        "export_command": command or f"ddpm-course export --checkpoint {checkpoint} --name {name}",
+        "parameters": int(sum(v.numel() for v in tensors.values())),
+    }
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return path

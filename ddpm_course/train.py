@@ -1,0 +1,306 @@
+"""Training ε_θ with DDPM's simple loss (Ho et al. 2020, Algorithm 1 / eq. 14).
+
+    repeat: x_0 ~ data, t ~ Uniform{1…T}, ε ~ N(0, I);  step on ∇_θ ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²
+
+plus the engineering every real run needs: AdamW with a short linear warm-up then a constant learning
+rate (so a run can be stopped at any checkpoint), gradient clipping, an exponential moving average (EMA)
+of the weights (the weights one samples with), label dropout to the null label for classifier-free
+guidance (Ho & Salimans 2022), mixed precision, atomic checkpoints with resume, and DDP under torchrun.
+
+Checkpoints hold only tensors and plain Python values, so they load with ``torch.load(weights_only=True)``:
+a foreign pickle can never run code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .diffusion import simple_loss
+from .schedule import NoiseSchedule
+from .unet import UNet, get_config
+
+CHECKPOINT_FORMAT = "ddpm-course-checkpoint"
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable ddpm-course checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Plain values only: it is stored inside each checkpoint."""
+
+    model: str | dict = "mnist"      # a name from unet.CONFIGS or a config dict
+    data: str = "mnist_subset"       # a name from data.DATASETS
+    steps: int = 4000
+    batch_size: int = 128            # global batch (split over DDP ranks)
+    lr: float = 5e-4
+    warmup: int = 200                # linear warm-up steps, then constant
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.1       # probability that a label becomes the null label (CFG training)
+    precision: str = "auto"          # auto: bf16/fp16 on CUDA, fp32 elsewhere
+    seed: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 0            # 0: a sample grid at every checkpoint; < 0: never
+    schedule: str = "linear"         # linear (DDPM) or cosine
+    T: int = 1000
+    command: str = ""                # the command line that started the run (for the record)
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "T"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
+        if not 0.0 <= self.label_dropout <= 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1], got {self.label_dropout}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0 or self.warmup < 0 or self.grad_clip <= 0:
+            raise ValueError("need lr > 0, warmup >= 0 and grad_clip > 0")
+        get_config(self.model)
+
+
+def make_schedule(cfg: dict | TrainConfig) -> NoiseSchedule:
+    cfg = cfg if isinstance(cfg, dict) else asdict(cfg)
+    if cfg.get("schedule", "linear") == "cosine":
+        return NoiseSchedule.cosine(T=cfg.get("T", 1000))
+    return NoiseSchedule.linear(T=cfg.get("T", 1000))
+
+
+# --- EMA ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """θ_ema ← d θ_ema + (1 − d) θ with a warm-up d = min(decay, (1 + n)/(10 + n)), so early steps
+    are not dominated by the random initial weights."""
+    d = min(decay, (1 + step) / (10 + step))
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1 - d)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+# --- precision ---------------------------------------------------------------------------------------
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def _autocast(precision: str, device: torch.device):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write atomically: a temp file in the same folder, then os.replace (a crash leaves the old file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with weights_only=True; a missing, truncated or foreign file raises
+    CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable ddpm-course checkpoint (truncated, corrupt "
+                              f"or holding objects that weights_only refuses): {first[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a ddpm-course checkpoint (no "
+                              f"format={CHECKPOINT_FORMAT!r} entry)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, ema: bool = True) -> UNet:
+    """The U-Net stored in a checkpoint (EMA weights by default), in eval mode on the CPU."""
+    model = UNet(ckpt["config"]["model_config"])
+    model.load_state_dict(ckpt["ema" if ema else "model"])
+    return model.eval()
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple | None = None,
+          device: torch.device | None = None, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or continue) a run in folder ``out``; returns the path of the last checkpoint.
+
+    data: optional ``(x in [-1, 1], labels)`` tensors; default ``data.load(cfg.data, "train")``.
+    stop_after: stop (with a checkpoint) after this many steps of *this call* (used by tests).
+    Under torchrun (WORLD_SIZE > 1) each process trains on its share of the batch and DDP averages
+    the gradients; rank 0 writes checkpoints and grids.
+    """
+    cfg.validate()
+    world, rank, local_rank = _dist_info()
+    if device is None:
+        from . import device as default_device
+        device = default_device()
+        if device.type == "cuda" and world > 1:
+            device = torch.device("cuda", local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {world}")
+    out = Path(out)
+    last = out / "last.pt"
+    main = rank == 0
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
+
+    model_cfg = get_config(cfg.model)
+    model = UNet(model_cfg).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    precision = resolve_precision(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    s = make_schedule(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)  # data, t, ε and label dropout
+    torch.manual_seed(cfg.seed + 7919 * rank)                      # dropout inside the model
+    step, wall = 0, 0.0
+
+    if resume and last.exists():
+        ckpt = load_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step, wall = ckpt["step"], ckpt["wall_time"]
+        if main:
+            gen.set_state(ckpt["rng"]["data"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+        else:  # other ranks: a fresh, rank- and step-dependent stream
+            gen.manual_seed(cfg.seed + 7919 * rank + 104729 * step)
+            torch.manual_seed(cfg.seed + 7919 * rank + 104729 * step)
+        log(f"resuming from step {step} ({last})")
+        if ckpt["config"].get("model_config") != model_cfg.to_dict():
+            raise CheckpointError(f"{last} was trained with a different model config; start a new --out")
+    elif resume:
+        log(f"--resume: no checkpoint in {out}, starting from step 0")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    if data is None:
+        from .data import load
+        data = load(cfg.data, "train")
+    x_all, y_all = data
+    if tuple(x_all.shape[1:]) != (model_cfg.in_channels, model_cfg.image_size, model_cfg.image_size):
+        raise ValueError(f"data shape {tuple(x_all.shape[1:])} does not fit the model config "
+                         f"({model_cfg.in_channels}, {model_cfg.image_size}, {model_cfg.image_size})")
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    per_rank = cfg.batch_size // world
+    conditional = model_cfg.num_classes is not None
+
+    def state() -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "wall_time": wall,
+                "config": {**asdict(cfg), "model_config": model_cfg.to_dict(), "precision_used": precision},
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()}}
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and main), desc="train",
+               dynamic_ncols=True)
+    call_start, wall_start, done_here, smooth = time.perf_counter(), wall, 0, None
+    rate_t0, rate_n = call_start, 0
+    model.train()
+    while step < cfg.steps and (stop_after is None or done_here < stop_after):
+        idx = torch.randint(0, x_all.shape[0], (per_rank,), generator=gen)
+        x0 = x_all[idx].to(device)                                            # (b, C, H, W)
+        y = None
+        if conditional:
+            y = y_all[idx].clone()
+            drop = torch.rand(per_rank, generator=gen) < cfg.label_dropout
+            y[drop] = model.null_label                                        # CFG: learn p(x) too
+            y = y.to(device)
+        t = torch.randint(0, s.T, (per_rank,), generator=gen)                 # uniform t (eq. 14)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        for g in opt.param_groups:                                            # warm-up, then constant
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        with _autocast(precision, device):
+            loss = simple_loss(net, x0, s, y=y, t=t, noise=noise)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss.float()).backward()
+        scaler.unscale_(opt)
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        ema_update(ema, model, cfg.ema_decay, step)
+        step, done_here, rate_n = step + 1, done_here + 1, rate_n + 1
+        lv = loss.item()
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"loss became {lv} at step {step}; lower --lr or use --precision fp32")
+        smooth = lv if smooth is None else 0.98 * smooth + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix(loss=f"{smooth:.4f}")
+        wall = wall_start + time.perf_counter() - call_start
+        if main and (step % 50 == 0 or step == cfg.steps):
+            rate = rate_n * cfg.batch_size / (time.perf_counter() - rate_t0)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "loss": round(smooth, 5),
+                                    "grad_norm": round(float(grad_norm), 4), "lr": opt.param_groups[0]["lr"],
+                                    "img_per_s": round(rate, 1), "wall_time": round(wall, 1)}) + "\n")
+        at_end = step == cfg.steps or (stop_after is not None and done_here == stop_after)
+        if step % cfg.checkpoint_every == 0 or at_end:
+            if main:
+                save_checkpoint(last, state())
+                every = cfg.sample_every or cfg.checkpoint_every
+                if cfg.sample_every >= 0 and (step % every == 0 or at_end):
+                    save_grid(ema, s, out / f"samples_{step:06d}.png", conditional, device)
+            if world > 1:
+                dist.barrier()
+            rate_t0, rate_n = time.perf_counter(), 0  # the img/s figure excludes checkpoint and grid time
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    log(f"finished at step {step}; checkpoint {last}")
+    return last
+
+
+@torch.no_grad()
+def save_grid(model: nn.Module, s: NoiseSchedule, path: Path, conditional: bool, device, n: int = 20,
+              steps: int = 50) -> None:
+    """A grid of n samples from the EMA model (DDIM, 50 steps; labels 0…9 twice when conditional)."""
+    try:
+        from .samplers import sample
+    except ImportError as err:
+        print(f"[train] no sample grid: samplers unavailable ({err})", file=sys.stderr)
+        return
+    from torchvision.utils import save_image
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g).to(device)
+    y = (torch.arange(n) % cfg.num_classes).to(device) if conditional else None
+    x0 = sample(model, s, x_T, sampler="ddim", steps=min(steps, s.T), y=y)
+    save_image((x0.clamp(-1, 1) + 1) / 2, path, nrow=10)
