@@ -15,6 +15,7 @@ the conditional and unconditional branch (they go through the network as one bat
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -43,7 +44,8 @@ class EpsModel:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         B = x_T.shape[0]
         self.model, self.grid, self.prediction, self.w = model, grid, prediction, float(guidance_scale)
-        t_dtype = torch.int64 if grid.discrete else x_T.dtype     # float t between integer timesteps (karras)
+        # integer t for the integer grids; float t between them (karras), at least float32 so t stays exact
+        t_dtype = torch.int64 if grid.discrete else torch.promote_types(x_T.dtype, torch.float32)
         self.ts = grid.ts.to(device=x_T.device, dtype=t_dtype)[:, None].expand(-1, B).contiguous()
         self.ab = grid.alpha_bars.tolist()
         self.y = self._check_y(y, B, x_T.device)
@@ -222,7 +224,7 @@ class SampleInfo:
 def _sampler_options(sampler, eta, variance, grid):
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
         raise ValueError(f"eta must be a number >= 0, got {eta!r}")
     if variance is not None and variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
@@ -256,16 +258,14 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
     opts = _sampler_options(sampler, eta, variance, grid)
     eps_model = EpsModel(model, grid, x_T, y=y, guidance_scale=guidance_scale, prediction=prediction)
     trajectory = []
-    bar = tqdm(total=len(grid), desc=sampler, disable=not progress)
+    with torch.no_grad(), tqdm(total=len(grid), desc=sampler, disable=not progress) as bar:
 
-    def callback(i, x_t, x0_hat):
-        bar.update(1)
-        if return_info:
-            trajectory.append((x_t.detach().to("cpu", copy=True), x0_hat.detach().to("cpu", copy=True)))
+        def callback(i, x_t, x0_hat):
+            bar.update(1)
+            if return_info:
+                trajectory.append((x_t.detach().to("cpu", copy=True), x0_hat.detach().to("cpu", copy=True)))
 
-    with torch.no_grad():
         x0 = SAMPLERS[sampler](eps_model, x_T, grid, generator=generator, callback=callback, **opts)
-    bar.close()
     eps_model.check_finite(x0, sampler)
     if not return_info:
         return x0
@@ -278,7 +278,8 @@ def ddim_invert(model, s: NoiseSchedule, x0: torch.Tensor, steps: int = 50, spac
     """DDIM inversion x_0 → x_T: the η = 0 ODE run backwards (Song et al. 2021, §4.3), an Euler step
     in σ-space per level. ε is not defined at σ = 0, so each step uses the slope at the current point
     labelled with the next (noisier) timestep, as diffusers' DDIMInverseScheduler does.
-    ``ddim_sample`` on the same steps and spacing maps the result back close to x0."""
+    ``ddim_sample`` on the same steps and spacing maps the result back close to x0. With return_info
+    the trajectory runs in the order visited, clean → noisy."""
     grid = s.grid(steps, spacing)
     eps_model = EpsModel(model, grid, x0, y=y, guidance_scale=guidance_scale, prediction=prediction)
     ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
