@@ -13,7 +13,9 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 # Everything CI runs goes through this one pytest call: unit tests, then every student and solution
 # notebook executed by nbval in fast mode, two workers, one notebook per worker at a time.
-TEST_ENV := DDPM_COURSE_FAST=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+# One BLAS/OpenMP thread per worker: two workers on two cores; more threads only oversubscribe the cores
+# (OpenMP barriers then stall, which made small-op tests 5-10x slower here).
+TEST_ENV := DDPM_COURSE_FAST=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PYTEST_ARGS ?= -n 2 --dist loadscope --nbval-lax --nbval-current-env
 
 .PHONY: setup lab test lint notebooks check-notebooks clean-venv
