@@ -131,10 +131,11 @@ print(f"  mean of x_(t-1):     Monte Carlo {kept.mean():.4f}   formula μ̃ = {f
 print(f"  variance of x_(t-1): Monte Carlo {kept.var():.5f}  formula β̃ = {float(var):.5f}")
 
 # %% [markdown]
-# The Monte-Carlo numbers agree with the formulas up to sampling noise (a few thousand kept draws give
-# two to three digits). How much of μ̃ comes from x_0 and how much from x_t changes with t: early
-# (small t) the posterior mean is almost x_t itself, late (large t) x_t is nearly pure noise and the
-# posterior leans on x_0.
+# The Monte-Carlo numbers agree with the formulas up to sampling noise (a couple of thousand kept draws
+# give two to three digits). How much of μ̃ comes from x_0 and how much from x_t changes with t: at
+# large t one step removes only a sliver of the noise, so x_{t−1} stays close to x_t (weight ≈ 1) and
+# x_0 contributes a little per step — it adds up over hundreds of steps. At small t the posterior leans
+# on x_0, and at t = 1 it *is* x_0.
 
 # %%
 t_axis = np.arange(1, s.T + 1)
@@ -162,32 +163,44 @@ plt.show()
 # - σ_t² = β̃_t ("fixed_small"): exactly right if the data were a single point x_0 (then
 #   q(x_{t−1} | x_t) *is* the posterior above).
 #
-# These two are the **extremes** for real data. We can see why with data we can solve exactly:
-# x_0 ~ N(0, v² I). Then every x_t is Gaussian with variance V_t = ᾱ_t v² + 1 − ᾱ_t, and reversing the
-# step x_t = √α_t x_{t−1} + √β_t ε between two Gaussians gives the true reverse variance
+# **Where the truth lies.** The true reverse step averages the posterior over all clean images that
+# could have produced x_t. By the law of total variance,
 #
-# $$\operatorname{Var}[x_{t-1}\mid x_t] = \beta_t\,\frac{V_{t-1}}{V_t}.$$
+# $$\operatorname{Var}[x_{t-1}\mid x_t] = \tilde\beta_t + c_t^2\,\operatorname{Var}[x_0\mid x_t],\qquad
+#   c_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t}\ \text{(the weight of } x_0
+#   \text{ in } \tilde\mu_t),$$
 #
-# With v = 0 this is β̃_t, with v = 1 it is β_t, and for every v in between it lies between them.
-# Pixels scaled to [−1, 1] have variance below 1, so for images the truth sits inside the bracket.
+# so β̃_t is a **lower bound for any data**, reached when x_t pins x_0 down completely. For Gaussian data
+# x_0 ~ N(0, v² I) everything is Gaussian: x_t has variance V_t = ᾱ_t v² + 1 − ᾱ_t, and reversing the
+# step x_t = √α_t x_{t−1} + √β_t ε gives exactly
+#
+# $$\operatorname{Var}[x_{t-1}\mid x_t] = \beta_t\,\frac{V_{t-1}}{V_t},$$
+#
+# which is β̃_t for v = 0 and β_t for v = 1. β_t is the top of the bracket for data with coordinatewise
+# variance up to 1 — DDPM §3.2 calls the two "the extreme choices", following the entropy bounds of
+# Sohl-Dickstein et al. (2015). Pixels scaled to [−1, 1] have variance below 1.
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
-for v in (0.0, 0.1, 0.3, 0.6, 1.0, 1.5):
+for v in (0.0, 0.003, 0.01, 0.03, 0.1, 1.0, 1.5):
     V = s.alpha_bars * v**2 + 1 - s.alpha_bars
     V_prev = torch.cat([torch.tensor([v**2], dtype=torch.float64), V[:-1]])
     ax.plot(t_axis, (V_prev / V).numpy(), ls="--" if v > 1 else "-",
             label=f"data std v = {v:g}" + (" (β̃_t)" if v == 0 else " (β_t)" if v == 1 else ""))
 ax.set(xscale="log", xlabel="t (log scale)", ylabel=r"true Var$[x_{t-1}|x_t]$ / $\beta_t$",
        title="β̃_t (point data) and β_t (unit-variance data) bracket the truth")
-ax.set_ylim(0, 1.6)
+ax.set_ylim(0, 1.1)
+plt.tight_layout()
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8, ncol=2)
 plt.show()
 
 # %% [markdown]
-# The two choices differ only at small t (the first few dozen of the 1000 steps), where β̃_t/β_t climbs
-# from 0 to 1. That is why, with 1000 steps, DDPM saw little difference. With *fewer, bigger* steps
+# A small data spread v behaves like a point (β̃_t) while the noise √(1 − ᾱ_t) is much larger than v —
+# from far away the data looks like a point — and like β_t once the noise is smaller than v. Images lie
+# near a thin manifold: point-like across it, spread out along it, so the truth is in between and
+# differs by direction. Either way, the two choices differ only at small t (the first few dozen of the
+# 1000 steps), where β̃_t/β_t climbs from 0 to 1. That is why, with 1000 steps, DDPM saw little difference. With *fewer, bigger* steps
 # the gap widens (each step's β is larger); section 4 measures the effect, and notebook 04 shows how
 # DDIM turns this choice into a dial. Improved DDPM (Nichol & Dhariwal 2021, eq. 15) goes further and
 # *learns* an interpolation between log β_t and log β̃_t.

@@ -217,7 +217,7 @@ for steps in (5, 10, 20, 50):
 # With a *perfect* denoiser, η hardly matters here: all samplers need about 20 steps. The advantage of
 # η = 0 that DDIM reports (Table 1: on CIFAR-10 at 10 steps, FID 13.4 for η = 0 against 41.1 for
 # η = 1) comes from a *learned* model: deterministic steps do not have to wash out fresh noise with an
-# imperfect network. Section 5 shows it on MNIST; notebook 06 measures it.
+# imperfect network. Section 4 shows it on MNIST; notebook 06 measures it.
 #
 # ## 3 · Skipping steps: which timesteps to visit?
 #
