@@ -7,13 +7,25 @@ itself exits with status 2 on an unknown flag), never with a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag or value ends with one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ddpm-course", description="ddpm-course: train, sample and demo.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="ddpm-course", description="ddpm-course: train, sample and demo.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a U-Net with the simple loss (resumable; torchrun for DDP)")
     t.add_argument("--config", default="mnist", help="U-Net config: mnist, cifar10 or tiny")
@@ -33,6 +45,29 @@ def _parser() -> argparse.ArgumentParser:
                    help="auto: bf16 (fp16 without bf16 support) on CUDA, fp32 elsewhere")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
+
+    sm = sub.add_parser("sample", help="draw samples into an image grid")
+    sm.add_argument("--weights", default="mnist",
+                    help="a shipped name (mnist) or a .pt checkpoint / .safetensors")
+    sm.add_argument("--sampler", default="ddim", help="ddpm, ddim, euler, heun, dpmpp_2m")
+    sm.add_argument("--steps", type=int, default=50)
+    sm.add_argument("--spacing", default="leading", help="leading, trailing, linspace, karras")
+    sm.add_argument("--eta", type=float, default=0.0)
+    sm.add_argument("--n", type=int, default=64)
+    sm.add_argument("--out", default="grid.png")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--label", default="all",
+                    help="a class index, 'all' (cycle through the classes) or 'none' (unconditional)")
+    sm.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance w (1 = off)")
+
+    d = sub.add_parser("demo",
+                       help="offline: DDPM (1000) vs DDIM (50) vs DPM-Solver++ (10) on the shipped model")
+    d.add_argument("--n", type=int, default=16, help="digits per sampler")
+    d.add_argument("--out", default="ddpm_course_demo.png")
+    d.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("build-notebooks", help="build (or --check) the notebooks; see docs/authoring.md",
+                   add_help=False)
 
     e = sub.add_parser("export", help="EMA weights of a checkpoint -> ddpm_course/weights/NAME.safetensors")
     e.add_argument("--checkpoint", required=True)
@@ -62,13 +97,125 @@ def cmd_export(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "export": cmd_export}
+def load_weights(weights: str, device=None):
+    """(model, schedule) from a shipped name, a training checkpoint (.pt) or a .safetensors file with
+    its .json manifest next to it."""
+    from . import device as default_device
+    from . import pretrained
+    from .train import load_checkpoint, make_schedule, model_from_checkpoint
+
+    device = device or default_device()
+    path = Path(weights)
+    if weights in pretrained.available():
+        return pretrained.load_pretrained(weights, device=device)
+    if path.suffix == ".safetensors":
+        model, s = pretrained.load_pretrained(path.stem, device=device, weights_dir=path.parent)
+        return model, s
+    if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
+        ckpt = load_checkpoint(path)
+        return model_from_checkpoint(ckpt).to(device), make_schedule(ckpt["config"])
+    raise ValueError(f"--weights must be a shipped name {pretrained.available()} or an existing checkpoint "
+                     f"(.pt) / .safetensors file, got {weights!r}")
+
+
+def _labels(label: str, n: int, model) -> torch.Tensor | None:
+    if label == "none":
+        return None
+    classes = getattr(model, "num_classes", None)
+    if classes is None:
+        raise ValueError(f"--label {label} needs a class-conditional model; this one is unconditional")
+    if label == "all":
+        return torch.arange(n) % classes
+    if not label.isdigit() or not 0 <= int(label) < classes:
+        raise ValueError(f"--label must be 'all', 'none' or an integer in [0, {classes - 1}], got {label!r}")
+    return torch.full((n,), int(label))
+
+
+def _draw(model, s, sampler, steps, n, seed, y, guidance_scale=1.0, spacing="leading", eta=0.0,
+          progress=False):
+    """One batch of samples with its wall time and NFE (same x_T for the same seed)."""
+    from .samplers import sample
+
+    cfg = model.config
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g).to(dev)
+    start = time.perf_counter()
+    x0, info = sample(model, s, x_T, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
+                      generator=g, progress=progress, y=None if y is None else y.to(dev),
+                      guidance_scale=guidance_scale, return_info=True)
+    return x0.clamp(-1, 1).cpu(), time.perf_counter() - start, info.nfe
+
+
+def cmd_sample(a) -> int:
+    from torchvision.utils import save_image
+
+    if a.n < 1:
+        raise ValueError(f"--n must be >= 1, got {a.n}")
+    model, s = load_weights(a.weights)
+    y = _labels(a.label, a.n, model)
+    x0, secs, nfe = _draw(model, s, a.sampler, a.steps, a.n, a.seed, y, a.guidance_scale, a.spacing, a.eta,
+                          progress=True)
+    nrow = 10 if a.label == "all" and a.n >= 10 else max(1, math.ceil(math.sqrt(a.n)))
+    save_image((x0 + 1) / 2, a.out, nrow=nrow)
+    print(f"{a.n} samples, {a.sampler} {a.steps} steps, NFE {nfe}, {secs:.1f} s -> {a.out}")
+    return 0
+
+
+DEMO = [("DDPM", "ddpm", 1000), ("DDIM", "ddim", 50), ("DPM-Solver++(2M)", "dpmpp_2m", 10)]
+
+
+def cmd_demo(a) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .pretrained import load_pretrained
+    from .viz import make_grid
+
+    if a.n < 1:
+        raise ValueError(f"--n must be >= 1, got {a.n}")
+    model, s = load_pretrained("mnist")
+    y = torch.arange(a.n) % model.num_classes
+    print(f"ddpm-course demo: {a.n} digits (labels 0-9 in turn) from the shipped MNIST model, same noise "
+          f"for each sampler, on {next(model.parameters()).device}")
+    rows = []
+    fig, axes = plt.subplots(1, len(DEMO), figsize=(4 * len(DEMO), 5.0))
+    for ax, (title, sampler, steps) in zip(axes, DEMO, strict=True):
+        x0, secs, nfe = _draw(model, s, sampler, steps, a.n, a.seed, y, progress=True)
+        rows.append((title, steps, nfe, secs))
+        ax.imshow(make_grid(x0, nrow=math.ceil(math.sqrt(a.n))), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{title}\n{steps} steps, NFE {nfe}, {secs:.1f} s")
+        ax.axis("off")
+    table = [f"{'sampler':<18}{'steps':>6}{'NFE':>6}{'wall time':>11}"]
+    table += [f"{t:<18}{st:>6}{nfe:>6}{secs:>10.1f}s" for t, st, nfe, secs in rows]
+    fig.text(0.5, 0.02, "\n".join(table), ha="center", va="bottom", family="monospace", fontsize=9)
+    fig.subplots_adjust(bottom=0.25, top=0.88)
+    fig.suptitle("Same model, same noise: fewer steps with better solvers")
+    fig.savefig(a.out, dpi=110)
+    plt.close(fig)
+    print("\n".join(table))
+    print(f"figure -> {a.out}")
+    return 0
+
+
+def cmd_build_notebooks(a) -> int:
+    from .authoring import main as authoring_main
+
+    return authoring_main(a.rest)
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export, "sample": cmd_sample, "demo": cmd_demo,
+            "build-notebooks": cmd_build_notebooks}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    a = _parser().parse_args(argv)
-    a.argv = argv
+    a, rest = _parser().parse_known_args(argv)
+    if rest and a.cmd != "build-notebooks":
+        _parser().parse_args(argv)  # exits with argparse's one-line "unrecognized arguments" error
+    a.argv, a.rest = argv, rest
     try:
         return COMMANDS[a.cmd](a)
     except KeyboardInterrupt:

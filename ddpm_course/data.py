@@ -29,7 +29,7 @@ import torch
 DATASETS = ("mnist_subset", "mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
 SUBSET_FILE = Path(__file__).parent / "assets" / "mnist_subset.npz"
-DEBIAN_FASHION = Path("/usr/share/dataset-fashion-mnist")  # where dataset-fashion-mnist puts the .gz files
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # where dataset-fashion-mnist puts the .gz files
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -150,15 +150,53 @@ def load(name: str, split: str = "train", root: str | Path | None = None, downlo
                         f"or copy the four raw files into {root / 'FashionMNIST' / 'raw'}.") from None
                 say(f"downloaded Fashion-MNIST into {root / 'FashionMNIST'}")
         return _from_vision(ds)
-    try:
-        ds = _torchvision(datasets.CIFAR10, root, split, download)
-    except (RuntimeError, OSError) as err:
-        raise RuntimeError(
-            f"CIFAR-10 is not under {root / 'cifar-10-batches-py'} and could not be downloaded "
-            f"({_short(err)}). Offline: put cifar-10-python.tar.gz (or the extracted "
-            f"cifar-10-batches-py/) under {root}.") from None
-    say(f"using CIFAR-10 from {root / 'cifar-10-batches-py'}")
-    return _from_vision(ds)
+    folder = root / CIFAR_DIR
+    if not folder.is_dir() and (root / CIFAR_TAR).is_file():
+        _extract_cifar(root / CIFAR_TAR, root)
+        say(f"extracted {root / CIFAR_TAR}")
+    if not folder.is_dir():
+        try:
+            _torchvision(datasets.CIFAR10, root, split, download)
+        except (RuntimeError, OSError) as err:
+            raise RuntimeError(
+                f"CIFAR-10 is not under {folder} and could not be downloaded "
+                f"({_short(err)}). Offline: put cifar-10-python.tar.gz (or the extracted "
+                f"cifar-10-batches-py/) under {root}.") from None
+    say(f"using CIFAR-10 from {folder}")
+    return read_cifar10(folder, split)
+
+
+CIFAR_DIR, CIFAR_TAR = "cifar-10-batches-py", "cifar-10-python.tar.gz"
+CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def read_cifar10(folder: str | Path, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Read torchvision's ``cifar-10-batches-py`` folder (the original Python pickles: a dict with
+    b"data" (N, 3072) uint8 in channel-major order and b"labels"). Unlike torchvision this does not
+    demand the md5 sums of the full data set, so a small file in the same format works too."""
+    _check_split(split)
+    import pickle
+
+    xs, ys = [], []
+    for name in CIFAR_FILES[split]:
+        path = Path(folder) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"CIFAR-10 batch file {path} is missing")
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")  # the format itself is a pickle (local file only)
+        if not isinstance(batch, dict) or b"data" not in batch:
+            raise ValueError(f"{path} is not a CIFAR-10 batch (no b'data' entry)")
+        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch.get(b"labels", batch.get(b"fine_labels")), dtype=np.int64))
+    x = to_unit_range(torch.from_numpy(np.concatenate(xs)))       # (N, 3, 32, 32)
+    return x, torch.from_numpy(np.concatenate(ys))
+
+
+def _extract_cifar(tar: Path, root: Path) -> None:
+    import tarfile
+
+    with tarfile.open(tar, "r:gz") as f:
+        f.extractall(root, filter="data")
 
 
 def _short(err: BaseException) -> str:

@@ -74,7 +74,8 @@ def load_state_dict(name: str, weights_dir: str | Path | None = None) -> dict[st
         raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
 
 
-def load_pretrained(name: str = "mnist", device: torch.device | str | None = None):
+def load_pretrained(name: str = "mnist", device: torch.device | str | None = None,
+                    weights_dir: str | Path | None = None):
     """``(model, schedule)`` for shipped weights: the EMA weights of the U-Net, in eval mode, on
     ``dc.device()`` unless ``device`` is given. ``model(x, t)`` is unconditional (null label),
     ``model(x, t, y)`` class-conditional; ``model.null_label`` is the null label."""
@@ -82,10 +83,10 @@ def load_pretrained(name: str = "mnist", device: torch.device | str | None = Non
     from .train import make_schedule
     from .unet import UNet
 
-    meta = manifest(name)
+    meta = manifest(name, weights_dir)
     if "config" not in meta:
-        raise WeightsError(f"manifest {name}.json has no U-Net 'config'; these are not diffusion-model weights")
-    state = load_state_dict(name)
+        raise WeightsError(f"manifest {name}.json has no U-Net 'config': not diffusion-model weights")
+    state = load_state_dict(name, weights_dir)
     model = UNet(meta["config"])
     model.load_state_dict(state)
     model = model.to(device if device is not None else default_device()).eval()

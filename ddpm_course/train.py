@@ -155,11 +155,13 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple | None = None,
-          device: torch.device | None = None, progress: bool = True, stop_after: int | None = None) -> Path:
+          device: torch.device | None = None, progress: bool = True, stop_after: int | None = None,
+          return_models: bool = False):
     """Train (or continue) a run in folder ``out``; returns the path of the last checkpoint.
 
     data: optional ``(x in [-1, 1], labels)`` tensors; default ``data.load(cfg.data, "train")``.
     stop_after: stop (with a checkpoint) after this many steps of *this call* (used by tests).
+    return_models: return ``(path, model, ema)`` instead of the path alone.
     Under torchrun (WORLD_SIZE > 1) each process trains on its share of the batch and DDP averages
     the gradients; rank 0 writes checkpoints and grids.
     """
@@ -180,6 +182,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
 
     model_cfg = get_config(cfg.model)
+    torch.manual_seed(cfg.seed)                                    # the same initial weights on every rank
     model = UNet(model_cfg).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -285,7 +288,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
     if world > 1:
         dist.barrier()
     log(f"finished at step {step}; checkpoint {last}")
-    return last
+    return (last, model, ema) if return_models else last
 
 
 @torch.no_grad()
