@@ -100,21 +100,21 @@ def real_images(split: str, ref: str = "mnist") -> tuple[torch.Tensor, torch.Ten
     return load_mnist_subset(split)
 
 
-@lru_cache(maxsize=4)
-def _classifier_cpu(ref: str) -> DigitClassifier:
+@lru_cache(maxsize=8)
+def _classifier(ref: str, device: str) -> DigitClassifier:
     from .pretrained import load_state_dict, manifest
 
     name = _reference(ref).weights
     state = load_state_dict(name)  # verifies the sha256 recorded in the manifest
     net = DigitClassifier(**manifest(name)["config"]["model"])
     net.load_state_dict(state)
-    return net.eval().requires_grad_(False)
+    return net.to(device).eval().requires_grad_(False)
 
 
 def classifier(ref: str = "mnist", device: torch.device | str | None = None) -> DigitClassifier:
-    """The shipped, checksum-verified feature classifier for ``ref`` (eval mode, no gradients)."""
-    net = _classifier_cpu(ref)
-    return net if device is None or torch.device(device) == torch.device("cpu") else net.to(device)
+    """The shipped, checksum-verified feature classifier for ``ref`` (eval mode, no gradients), loaded
+    once per device (default: the CPU)."""
+    return _classifier(ref, str(torch.device(device if device is not None else "cpu")))
 
 
 # --- input checks --------------------------------------------------------------------------------

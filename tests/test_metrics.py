@@ -248,12 +248,12 @@ def test_checksum_mismatch_on_classifier_weights_is_a_clear_error(tmp_path, monk
     assert meta["sha256"] == pretrained.sha256(pretrained.WEIGHTS_DIR / "mnist_classifier.safetensors")
     # and through the metrics themselves, which load the classifier on first use
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
-    M._classifier_cpu.cache_clear()
+    M._classifier.cache_clear()
     try:
         with pytest.raises(pretrained.WeightsError, match="checksum mismatch"):
             M.classify(torch.zeros(2, 1, 28, 28))
     finally:
-        M._classifier_cpu.cache_clear()
+        M._classifier.cache_clear()
 
 
 # --- timing ------------------------------------------------------------------------------------------
