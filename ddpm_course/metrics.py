@@ -311,7 +311,8 @@ def kid(images: torch.Tensor, ref: str = "mnist", subsets: int = 100, subset_siz
     """KID (mean, std over subsets) of ``images`` in [-1, 1] against the held-out real digits of ``ref``.
 
     Unbiased: ≈ 0 (and can be slightly negative) when the images come from the reference distribution.
-    Needs N ≥ 2; subsets have size min(subset_size, N, N_ref).
+    Needs N ≥ 2; subsets have size min(subset_size, N, N_ref). The default 500 is half the 1,000 reference
+    digits, so the subsets differ and their spread (the std) means something.
     """
     images = _check_images(images, ref, min_n=2)
     return kid_from_features(features(images, ref).cpu(), _ref_features(ref), subsets, subset_size, seed)
