@@ -14,7 +14,7 @@
 # # 03 · DDPM sampling: running the noise backwards
 #
 # **Time:** CPU fast mode ≈ RUNTIME_FAST, CPU full ≈ RUNTIME_FULL (measured on 2 shared cores);
-# GPU full ≈ 1 minute (estimated: 1000 U-Net calls on a batch of 64).
+# GPU full ≈ 1 minute (estimated: about 2000 U-Net calls on batches of 8 to 30).
 #
 # **You will**
 # - derive the posterior q(x_{t−1} | x_t, x_0) (DDPM eq. 6–7), implement it and verify it by Monte Carlo;
@@ -52,7 +52,7 @@ n_mc = 400_000 if FAST else 4_000_000   # Monte-Carlo draws for the posterior ch
 n_digits = 8                            # MNIST digits in the animation
 mnist_steps = 50 if FAST else 1000      # DDPM steps on MNIST (the paper: 1000)
 compare_steps = 25 if FAST else 50      # steps of the β vs β̃ comparison on MNIST
-n_grid = 64                             # digits in the full-mode grid (full mode only)
+n_grid = 30                             # digits in the full-mode grid: 0…9 three times (full mode only)
 torch.manual_seed(0)
 
 s = dc.NoiseSchedule.linear(T=1000)     # DDPM's schedule: β from 1e-4 to 0.02
@@ -404,7 +404,7 @@ fig.axes[0].set_title(f"{compare_steps} DDPM steps: top σ² = β̃ (fixed_small
 plt.show()
 
 # %% [markdown]
-# **Full mode: 64 digits, 1000 steps** (about 5 minutes on a laptop CPU, seconds on a GPU). In fast mode
+# **Full mode: 30 digits, 1000 steps** (a few minutes on a laptop CPU, seconds on a GPU). In fast mode
 # the notebook shows the picture that full mode saved, if you have the repository's `docs/figures`.
 
 
@@ -423,7 +423,7 @@ if not FAST:
     x_T_grid = torch.randn(n_grid, 1, 28, 28, generator=torch.Generator().manual_seed(10)).to(device)
     grid = dc.sample(model, s_mnist, x_T_grid, sampler="ddpm", steps=1000, y=y_grid,
                      generator=torch.Generator().manual_seed(11), progress=True)
-    dc.viz.show_grid(grid.cpu(), nrow=8, title="DDPM, 1000 steps (σ² = β̃)", size=5)
+    dc.viz.show_grid(grid.cpu(), nrow=10, title="DDPM, 1000 steps (σ² = β̃)", size=6)
     plt.show()
 elif (png := course_figure("03_ddpm_mnist_1000_steps.png")) is not None:
     display(Image(filename=str(png), width=420))

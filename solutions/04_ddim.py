@@ -214,10 +214,11 @@ for steps in (5, 10, 20, 50):
     print(f"{steps:5d} " + "".join(f"   {r:8.3f}" for r in row))
 
 # %% [markdown]
-# With a *perfect* denoiser, η hardly matters here: all samplers need about 20 steps. The advantage of
-# η = 0 that DDIM reports (Table 1: on CIFAR-10 at 10 steps, FID 13.4 for η = 0 against 41.1 for
-# η = 1) comes from a *learned* model: deterministic steps do not have to wash out fresh noise with an
-# imperfect network. Section 4 shows it on MNIST; notebook 06 measures it.
+# With a *perfect* denoiser, η hardly matters here: all samplers need about 20 steps. So differences
+# between η values at few steps come from the *model's* errors, and how they play out depends on the
+# model. DDIM's Table 1 (CIFAR-10, a large well-trained network) found η = 0 far ahead at few steps:
+# FID 13.4 for η = 0 against 41.1 for η = 1 at 10 steps. Section 4 looks at the course's small model,
+# and notebook 06 measures quality against steps for each η.
 #
 # ## 3 · Skipping steps: which timesteps to visit?
 #
@@ -281,7 +282,12 @@ print(f"spread with {S} linspace steps: correct {spread(right):.3f}, "
 #
 # Now the trained U-Net (`dc.load_pretrained("mnist")`, class-conditional: we ask for the digits
 # 0, 1, 2, … so the grids read easily; notebook 08 explains labels and guidance). First η, at few
-# steps: same x_T, same random draws.
+# steps: same x_T, same random draws. Look at the strokes *and* at the background. Two effects pull
+# in opposite directions. Fresh noise (η > 0) must be removed again by later steps, which costs
+# accuracy when there are few of them — the reason DDIM prefers η = 0. But with η = 0 nothing ever
+# re-noises the image, so the network's errors at low noise levels stay in it (often as speckle in
+# the background), while η = 1 gives every step a chance to correct them. Which effect wins depends on
+# the model and the number of steps; judging by eye on eight digits is only a first impression.
 
 # %%
 model, s_mnist = dc.load_pretrained("mnist")
@@ -338,8 +344,8 @@ for steps in (10, 20, 50, 100):
           f"{float(z.mean()):+.3f}, {float(z.std()):.3f}")
 
 # %% [markdown]
-# The error shrinks as the steps get smaller, and the latents of real data look like N(0, I) noise
-# (mean 0, standard deviation 1). Now real MNIST test digits (never seen in training), with
+# The error shrinks as the steps get smaller, and the latents of the toy data look like N(0, I)
+# noise (mean 0, standard deviation 1). Now real MNIST test digits (never seen in training), with
 # their labels:
 
 # %%
@@ -358,6 +364,14 @@ fig = dc.viz.show_grid(torch.cat([rows[0], z.cpu().clamp(-2.5, 2.5) / 2.5, *rows
 fig.axes[0].set_title(f"rows: real digits, their latents x_T ({inversion_steps[-1]} steps), reconstructions "
                       f"with {', '.join(map(str, inversion_steps))} steps", fontsize=8)
 plt.show()
+
+# %% [markdown]
+# The reconstructions come close to the real digits, closer with more steps. The latents, though,
+# are not quite typical N(0, I) draws: you can often still see the digit in them, and their standard
+# deviation (printed above) can be well below 1. A trained network's η = 0 sampler only approximates
+# the exact ODE map, and inverting it from a real image lands in a slightly atypical region of the
+# latent space — one reason why image-editing methods built on inversion add corrections (e.g.
+# null-text inversion, Mokady et al. 2023).
 
 # %% [markdown]
 # ## 6 · Interpolating between two digits
@@ -424,8 +438,8 @@ print("latent norms along lerp: ", np.round([float(z.norm()) for z in z_lerp], 1
 
 # %% [markdown]
 # The ends reproduce the two real digits (inversion), and slerp morphs one into the other through
-# digit-like images. The straight line shrinks the latent in the middle, and the decoded images there
-# lose contrast and detail.
+# digit-like images. The straight line shrinks the latent in the middle (see the norms), and the
+# decoded images there typically get thinner, weaker strokes.
 #
 # ## 7 · Explore: η and the number of steps
 #
