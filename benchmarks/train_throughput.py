@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     head = (f"config `{a.config}` ({C}×{H}×{H}), batch {B}, {precision}, device {dev} "
             f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads), denoising-diffusion-pytorch {ver}, "
-            f"{a.steps} timed steps each (median; min in brackets)")
+            f"{a.steps} timed steps each, interleaved")
     lines = ["| model | parameters | images/s (median) | images/s (best step) |", "|---|---:|---:|---:|"]
     for name, m in models.items():
         med, best = statistics.median(times[name]), min(times[name])
