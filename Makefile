@@ -2,6 +2,9 @@
 #   make lab        set up, then open JupyterLab on the first notebook
 #   make test       set up, then run everything CI runs (.ci/run calls exactly this)
 #   make notebooks  rebuild solutions/*.ipynb and notebooks/*.ipynb from solutions/*.py
+#   make site       build the course website into _site/ (mkdocs.yml; no network needed)
+#   make test-browser  JupyterLab and the site in headless Chromium (browser_tests/; .ci/run runs it
+#                   after make test; installs Debian's chromium when it is missing and make runs as root)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +21,7 @@ LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 TEST_ENV := DDPM_COURSE_FAST=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PYTEST_ARGS ?= -n 2 --dist loadscope --nbval-lax --nbval-current-env
 
-.PHONY: setup lab test lint notebooks check-notebooks clean-venv
+.PHONY: setup lab test lint notebooks check-notebooks clean-venv site test-browser
 
 setup: $(STAMP)
 
@@ -50,3 +53,27 @@ notebooks: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# --- the course website and the browser test (neither is part of make test) ---
+SITE_STAMP := $(VENV)/.installed-site
+BROWSER_STAMP := $(VENV)/.installed-browser
+CHROMIUM ?= /usr/bin/chromium
+
+$(SITE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[site]'
+	@touch $@
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[browser]'
+	@touch $@
+
+site: $(SITE_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --clean --site-dir _site
+
+# Playwright's Python package drives Debian's chromium; Playwright's own browser download is never used.
+test-browser: $(BROWSER_STAMP) site
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  echo "make: installing Debian's chromium" && apt-get update -qq && apt-get install -y -qq chromium; } || \
+	  { echo "make: test-browser needs Chromium at $(CHROMIUM): apt-get install chromium (as root)," \
+	    "or pass CHROMIUM=/path/to/chromium" >&2; exit 1; }
+	DDPM_COURSE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -p no:cacheprovider -v browser_tests

@@ -8,7 +8,9 @@ In a cell tagged ``exercise`` the lines from ``### BEGIN SOLUTION`` to ``### END
 ``raise NotImplementedError("Exercise N.k: ...")`` in the student notebook, at the indentation of the
 marker; the lines around the span stay. N is the notebook number and k counts the exercise cells.
 Both notebooks get a Colab badge and a Colab set-up cell on top, have no outputs, carry deterministic
-cell ids and are written byte for byte the same on every build. ``--check`` rebuilds in memory and
+cell ids and are written byte for byte the same on every build. The README's course map (between its
+course-map markers) is generated too: every notebook, its run times from docs/runtimes.json and a Colab
+badge for each version. ``--check`` rebuilds in memory and
 fails when a committed notebook differs, and scans the student notebooks for solution lines.
 docs/authoring.md is the author's guide; the rules are enforced here.
 
@@ -49,6 +51,9 @@ LEAK_MIN_CHARS = 8
 SOURCE_DIR, STUDENT_DIR = "solutions", "notebooks"
 SOURCE_NAME = re.compile(r"^(\d{2})_[a-z0-9_]+\.py$")
 README = "README.md"
+RUNTIMES = "docs/runtimes.json"  # measured run times per notebook, shown in the course map
+RUNTIME_KINDS = {"cpu_fast": "CPU fast", "cpu_full": "CPU full", "gpu_full": "GPU full"}
+RUNTIME_HOW = ("measured", "estimated")
 MAP_START = "<!-- course-map:start (generated from solutions/*.py by `make notebooks`; do not edit) -->"
 MAP_END = "<!-- course-map:end -->"
 
@@ -303,21 +308,84 @@ def dumps(nb: dict) -> bytes:
     return (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def course_map(sources: list[Source]) -> str:
-    rows = ["| # | notebook | open in Colab | solutions |", "|---|---|---|---|"]
+def read_runtimes(root: Path, sources: list[Source]) -> dict[str, dict]:
+    """docs/runtimes.json's ``notebooks`` table, validated: {stem: {kind: {"seconds": s, "how": how}}}.
+
+    A missing file gives no run times (the map then says "not measured"); an entry naming no source, an
+    unknown kind, a non-positive time or an unknown ``how`` is an error, so a typo cannot hide a figure.
+    """
+    path = root / RUNTIMES
+    if not path.is_file():
+        return {}
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))["notebooks"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise AuthoringError(f"{RUNTIMES}:1: not a JSON object with a 'notebooks' table ({err!r})") from err
+    if not isinstance(table, dict):
+        raise AuthoringError(f"{RUNTIMES}:1: 'notebooks' must map notebook names (NN_topic) to run times")
+    stems = {s.stem for s in sources}
+    for stem, kinds in table.items():
+        where = f"{RUNTIMES}:1: notebooks[{stem!r}]"
+        if stem not in stems:
+            raise AuthoringError(f"{where}: no source {SOURCE_DIR}/{stem}.py")
+        if not isinstance(kinds, dict):
+            raise AuthoringError(f"{where}: must map run-time kinds to {{'seconds', 'how'}}, got {kinds!r}")
+        for kind, entry in kinds.items():
+            if kind not in RUNTIME_KINDS:
+                raise AuthoringError(f"{where}: unknown kind {kind!r}; allowed: {', '.join(RUNTIME_KINDS)}")
+            seconds = entry.get("seconds") if isinstance(entry, dict) else None
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+                raise AuthoringError(f"{where}[{kind!r}]: 'seconds' must be a positive number, got {entry!r}")
+            if entry.get("how") not in RUNTIME_HOW:
+                raise AuthoringError(f"{where}[{kind!r}]: 'how' must be one of {RUNTIME_HOW}, got "
+                                     f"{entry.get('how')!r}")
+    return table
+
+
+def format_seconds(seconds: float) -> str:
+    """45 s, 12 min, 1.5 h: the precision a timetable needs."""
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_runtime(entry: dict | None) -> str:
+    """One run-time cell: "45 s" when measured, "≈ 45 s" when estimated, "—" when unknown."""
+    if not entry:
+        return "—"
+    return ("≈ " if entry["how"] == "estimated" else "") + format_seconds(entry["seconds"])
+
+
+def table_cell(text: str) -> str:
+    """Markdown table cells split at every unescaped '|', even inside a link's text."""
+    return text.replace("|", r"\|")
+
+
+def course_map(sources: list[Source], runtimes: dict[str, dict] | None = None) -> str:
+    """The README's table: every notebook, its run times and a Colab badge for each version."""
+    runtimes = runtimes or {}
+    head = " · ".join(RUNTIME_KINDS.values())
+    rows = [f"| # | notebook | run time: {head} | student version | solution version |",
+            "|---|---|---|---|---|"]
     for s in sources:
         student = f"{STUDENT_DIR}/{s.stem}.ipynb"
         solution = f"{SOURCE_DIR}/{s.stem}.ipynb"
-        rows.append(f"| {s.number:02d} | [{s.title}]({student}) | {colab_badge(student)} "
-                    f"| [{solution}]({solution}) |")
-    return "\n".join([MAP_START, *rows, MAP_END])
+        times = " · ".join(format_runtime(runtimes.get(s.stem, {}).get(k)) for k in RUNTIME_KINDS)
+        rows.append(f"| {s.number:02d} | [{table_cell(s.title)}]({student}) | {times} "
+                    f"| {colab_badge(student)} | {colab_badge(solution)} [ipynb]({solution}) |")
+    note = ("Run times: *fast* = `DDPM_COURSE_FAST=1`, *full* = the notebook's real sizes; ≈ marks an "
+            "estimate, — a time not measured yet. How and where each was measured: "
+            f"[{RUNTIMES}]({RUNTIMES}).")
+    return "\n".join([MAP_START, *rows, "", note, MAP_END])
 
 
-def _readme_with_map(text: str, sources: list[Source]) -> str | None:
+def _readme_with_map(text: str, sources: list[Source], runtimes: dict[str, dict] | None = None) -> str | None:
     start, end = text.find(MAP_START), text.find(MAP_END)
     if start < 0 or end < start:
         return None
-    return text[:start] + course_map(sources) + text[end + len(MAP_END):]
+    return text[:start] + course_map(sources, runtimes) + text[end + len(MAP_END):]
 
 
 def build_all(root: Path) -> dict[Path, bytes]:
@@ -329,7 +397,7 @@ def build_all(root: Path) -> dict[Path, bytes]:
         files[Path(STUDENT_DIR, f"{s.stem}.ipynb")] = dumps(build_notebook(s, student=True))
     readme = root / README
     if readme.is_file():
-        new = _readme_with_map(readme.read_text(encoding="utf-8"), sources)
+        new = _readme_with_map(readme.read_text(encoding="utf-8"), sources, read_runtimes(root, sources))
         if new is not None:
             files[Path(README)] = new.encode("utf-8")
     return files

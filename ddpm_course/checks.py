@@ -538,9 +538,9 @@ simple_loss = Check("simple_loss", _simple_loss_reference, _simple_loss_cases,
 # (Karras et al. 2022, eq. 4). The references are written from the math of ddpm_course/samplers.py; after the
 # fixed cases, a correct step is also run as a whole sampler and compared with dc.sample (see _SolverCheck).
 def _heun_step_reference(x, sigma: float, sigma_next: float, eps):
-    """One step of Heun's method on dx̃/dσ = ε̂ (Karras et al. 2022, Algorithm 1 without churn):
-        d = ε̂(x̃_i, σ_i),  x̃' = x̃_i + (σ_{i+1} − σ_i) d                       (lines 5-6, an Euler step)
-        if σ_{i+1} ≠ 0:  d' = ε̂(x̃', σ_{i+1}),  x̃_{i+1} = x̃_i + (σ_{i+1} − σ_i)(d + d')/2   (lines 8-10)
+    """One step of Heun's method on dx̃/dσ = ε̂ (Karras et al. 2022, Algorithm 1, deterministic):
+        d = ε̂(x̃_i, σ_i),  x̃' = x̃_i + (σ_{i+1} − σ_i) d                       (an Euler step)
+        if σ_{i+1} ≠ 0:  d' = ε̂(x̃', σ_{i+1}),  x̃_{i+1} = x̃_i + (σ_{i+1} − σ_i)(d + d')/2   (the correction)
     ε̂ is not defined at σ = 0, so the last step to σ = 0 is the Euler step alone."""
     d = eps(x, sigma)
     x_next = x + (sigma_next - sigma) * d
@@ -572,7 +572,7 @@ class SigmaEps:
         sigma = float(sigma)                                                   # a number or a 0-dim tensor
         if sigma <= 0:
             raise ValueError(f"{self.label} was called at σ = {sigma}: ε̂ is not defined at σ = 0, so the "
-                             "last step to σ = 0 takes no correction (Karras et al. 2022, Alg. 1, line 8)")
+                             "last step to σ = 0 is the Euler step alone (Karras et al. 2022, Algorithm 1)")
         return (x - self.oracle.denoise(x, sigma)) / sigma
 
     def __repr__(self) -> str:

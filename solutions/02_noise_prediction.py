@@ -14,7 +14,7 @@
 # # 02 · Noise prediction and the U-Net
 #
 # **Time:** CPU fast mode ≈ 1 min (measured on 2 shared cores); CPU full ≈ 15 min (estimated; full mode
-# on a CPU trains only 200 steps, the real run would take hours); GPU full ≈ 5 min including the real
+# on a CPU trains only 100 steps, the real run would take an hour or more); GPU full ≈ 5 min including the real
 # training run of the shipped weights (estimated).
 #
 # **You will**
@@ -57,7 +57,7 @@ n_t_eval = 8 if FAST else 25              # timesteps for the loss-per-t curve
 sample_steps = 10 if FAST else 50         # DDIM steps for sample grids (notebook 04 explains DDIM)
 meta = dc.pretrained.manifest("mnist")   # how the shipped weights were made: command, steps, batch size, ...
 # the package's trainer: a handful of steps in fast mode; in full mode on a GPU the run of the shipped weights
-train_steps, train_batch = (6, 16) if FAST else ((meta["steps"], meta["batch_size"]) if ON_GPU else (200, 32))
+train_steps, train_batch = (6, 16) if FAST else ((meta["steps"], meta["batch_size"]) if ON_GPU else (100, 32))
 _ = torch.manual_seed(0)
 
 x_train, y_train = dc.data.load_mnist_subset("train")   # (4000, 1, 28, 28) in [-1, 1], labels (4000,)
@@ -101,14 +101,14 @@ print("largest difference between eq. 7 and eq. 10:", float((mean_from_x0 - mean
 # $$L_{t-1} - C = \mathbb E_{x_0,\varepsilon}\Big[\frac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1-\bar\alpha_t)}
 #    \big\lVert \varepsilon - \varepsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\ t)\big\rVert^2\Big].$$
 #
-# Ho et al. found that *dropping the weight* trains better and gives better samples (§3.4, Table 2): the
-# **simple loss** (**eq. 14**) draws t uniformly and regresses ε with unit weight,
+# Ho et al. found that *dropping the weight* trains better and gives better samples (§3.4, §4.2 and
+# Table 2): the **simple loss** (**eq. 14**) draws t uniformly and regresses ε with unit weight,
 #
 # $$L_\text{simple}(\theta) = \mathbb E_{t,\,x_0,\,\varepsilon}
 #    \big\lVert \varepsilon - \varepsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\ t)\big\rVert^2 .$$
 #
-# The plot shows the weight eq. 14 throws away (with σ_t² = β_t): it is huge at small t, where the
-# noise is tiny and easy to remove. Relative to the bound, L_simple gives more weight to the larger t,
+# The plot shows the weight eq. 14 throws away (with σ_t² = β_t): at the smallest t it is about 100 times
+# larger than anywhere else, although there the noise is tiny and removing it barely changes the image. Relative to the bound, L_simple gives more weight to the larger t,
 # where denoising is hard — the part that matters for samples. Two more reasons for ε: it is a target
 # of unit variance at every t (a well-scaled regression problem), and −ε_θ/√(1 − ᾱ_t) is an estimate of
 # the score ∇ log q(x_t), linking DDPM to denoising score matching (DDPM §3.2).
@@ -358,7 +358,7 @@ print(f"{meta['steps']} steps, batch {meta['batch_size']}, EMA decay {meta['ema_
 # The next cell runs the same trainer from Python: `train_steps` steps with batch `train_batch` on the
 # 4,000 bundled training digits. In fast mode that is a handful of steps (enough to see the machinery
 # work, not to learn digits); in full mode on a GPU it is the run of the shipped weights (the steps and
-# batch size of their manifest, a few minutes); in full mode on a CPU 200 steps of 32. The checkpoint goes
+# batch size of their manifest, a few minutes); in full mode on a CPU 100 steps of 32. The checkpoint goes
 # to a temporary folder.
 
 # %%

@@ -319,7 +319,7 @@ def test_readme_course_map_lists_every_notebook():
     readme = (ROOT / "README.md").read_text()
     for source in authoring.read_sources(ROOT):
         assert authoring.colab_badge(f"notebooks/{source.stem}.ipynb") in readme
-        assert f"[{source.title}](notebooks/{source.stem}.ipynb)" in readme
+        assert f"[{authoring.table_cell(source.title)}](notebooks/{source.stem}.ipynb)" in readme
 
 
 def test_module_entry_point():

@@ -1,0 +1,647 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Fast samplers: the probability-flow ODE, Heun, DPM-Solver++ and step schedules
+#
+# **Time:** CPU fast mode ≈ TIME_FAST, CPU full ≈ TIME_FULL (measured on 2 shared cores);
+# GPU full ≈ 1 minute (estimated: nothing here trains, the GPU only speeds up the U-Net calls).
+#
+# **You will**
+# - rewrite sampling as an ordinary differential equation, the *probability-flow ODE*, and see that in
+#   σ-space it is simply dx̃/dσ = ε̂(x̃, σ);
+# - show numerically that DDIM (η = 0) *is* Euler's method on that ODE;
+# - implement a step of Heun's second-order method (Karras et al. 2022, Algorithm 1) and the
+#   DPM-Solver++(2M) update (Lu et al. 2022, Algorithm 2);
+# - compare step schedules (uniform in t versus Karras' ρ = 7) and **measure** the order of each solver
+#   on a problem with an exact answer: slopes ≈ 1 and ≈ 2 on a log-log plot;
+# - compare the samplers on the course's MNIST model at a few steps, in a grid and in an interactive
+#   explorer;
+# - try Skip-Tuning (Ma et al. 2024), a training-free change to the U-Net that targets few-step sampling,
+#   and read a note on a citation that could not be verified.
+#
+# **Exercises:** 5.1 a Heun step in σ-space · 5.2 the DPM-Solver++(2M) update.
+#
+# **Prerequisites:** notebooks 03 (DDPM sampling) and 04 (DDIM); Euler's method for an ODE
+# y' = f(t, y), i.e. y_{n+1} = y_n + h f(t_n, y_n).
+
+# %%
+import math
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Image, display
+
+import ddpm_course as dc
+from ddpm_course.toy import GaussianOracle, MixtureOracle
+
+device = dc.device()
+print(f"device: {device}")
+t_start = time.perf_counter()
+
+# %% tags=["parameters"]
+FAST = dc.fast_mode()  # True when DDPM_COURSE_FAST=1
+FIGURES = None         # a folder to save the full-mode figures into (the course keeps them in docs/figures)
+
+# %%
+n_points = 512                                    # 2-D points per oracle experiment (cheap: exact denoisers)
+order_steps = (4, 8, 16, 32, 64, 128) if FAST else (4, 8, 16, 32, 64, 128, 256)
+n_digits = 8 if FAST else 16                      # MNIST digits per cell of the sampler × steps grid
+grid_steps = (5, 10) if FAST else (5, 10, 20, 50)
+explorer_steps = (5, 10, 20) if FAST else (5, 10, 20, 50)
+skip_scales = (1.0, 0.9, 0.8)                     # Skip-Tuning factors to try
+skip_steps = 10                                   # few-step sampling is where Skip-Tuning is meant to help
+n_eval = 32 if FAST else 1000                     # digits per skip scale for FID/KID (tiny in fast mode)
+s = dc.NoiseSchedule.linear()                     # the schedule of the course model (DDPM's linear β)
+
+# %% [markdown]
+# ## 1 · From a Markov chain to an ODE
+#
+# DDPM samples by running a stochastic Markov chain backwards, one of T = 1000 steps at a time. Song et
+# al. (2021, *Score-based generative modeling through SDEs*) showed that the forward noising process is
+# the discretisation of a stochastic differential equation, and that there is a **deterministic** ODE
+# whose solutions have exactly the same marginal distributions p_t at every time, the *probability-flow
+# ODE* (**Song et al. 2021, eq. 13**):
+#
+# $$\mathrm dx = \Big[f(x, t) - \tfrac12 g(t)^2\, \nabla_x \log p_t(x)\Big]\,\mathrm dt .$$
+#
+# Start it from noise x_T and integrate down to t = 0 with any ODE solver: you get a sample. The score
+# ∇ log p_t is what the network gives us, through ε̂ (notebook 03: ∇ log p_t(x_t) = −ε̂/√(1 − ᾱ_t)).
+#
+# **σ-space.** The ODE becomes strikingly simple after a change of variables. Divide the state by √ᾱ:
+#
+# $$\tilde x = \frac{x}{\sqrt{\bar\alpha}},\qquad \sigma = \sqrt{\frac{1-\bar\alpha}{\bar\alpha}},
+#   \qquad\text{so that}\qquad \tilde x = x_0 + \sigma\,\varepsilon .$$
+#
+# In x̃ the data is only ever *added* noise of standard deviation σ, no shrinking. Karras et al. (2022,
+# *Elucidating the design space*, EDM) write every diffusion model this way: their **eq. 4** is the
+# ODE for a scaled state x = s(t)·x̃ (here s = √ᾱ); for x̃ itself it reads dx̃/dσ = −σ ∇ log p(x̃; σ)
+# (their eq. 1 with σ(t) = t), and with the score written through the denoiser,
+# ∇ log p(x̃; σ) = (D(x̃, σ) − x̃)/σ² (**EDM eq. 3**), where D(x̃, σ) = x̃ − σ ε̂ is the predicted clean
+# sample x̂_0:
+#
+# $$\boxed{\ \frac{\mathrm d\tilde x}{\mathrm d\sigma} = \frac{\tilde x - D(\tilde x,\sigma)}{\sigma}
+#   = \hat\varepsilon(\tilde x, \sigma)\ }$$
+#
+# The slope of the trajectory *is* the predicted noise. Sampling = integrating this ODE from
+# σ_max ≈ 157 (t = T, for DDPM's linear schedule) down to σ = 0. Every sampler in this notebook is
+# a different numerical method for the same ODE.
+#
+# Below: the ODE's trajectories for 2-D data, a mixture of eight Gaussians, with the exact denoiser of
+# `dc.toy` (no network, so no model error). Deterministic paths that never cross carry the Gaussian
+# cloud onto the eight modes.
+
+# %%
+mixture = MixtureOracle.eight_gaussians(s)        # exact ε̂ for the eight-Gaussians data, as a model(x, t)
+x_T_2d = torch.randn(n_points, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+x0_2d, info = dc.sample(mixture, s, x_T_2d, sampler="dpmpp_2m", steps=50, spacing="karras", return_info=True)
+path = [x_t for x_t, _ in info.trajectory] + [x0_2d]   # states x_t along the way (VP scale, as the model sees)
+
+fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+dc.viz.plot_trajectories_2d(path, n_paths=80, ax=axes[0], title="probability-flow ODE paths")
+dc.viz.scatter_2d(x0_2d, ax=axes[1], title=f"end points ({n_points} samples)")
+plt.show()
+
+# %% [markdown]
+# ## 2 · DDIM is Euler's method in σ-space
+#
+# Take DDIM's update with η = 0 (**DDIM eq. 12**, notebook 04),
+# x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev) ε̂, and divide by √ᾱ_prev:
+#
+# $$\tilde x_{\rm prev} = \hat x_0 + \sigma_{\rm prev}\,\hat\varepsilon
+#   = (\tilde x - \sigma\,\hat\varepsilon) + \sigma_{\rm prev}\,\hat\varepsilon
+#   = \tilde x + (\sigma_{\rm prev} - \sigma)\,\hat\varepsilon(\tilde x, \sigma).$$
+#
+# That is one **Euler step** of dx̃/dσ = ε̂ with step size σ_prev − σ. The package has both samplers,
+# written independently: `ddim_sample` in DDIM's notation, `euler_sample` in σ-space. If the algebra is
+# right they agree to rounding error on every step schedule. We test it with the (nonlinear) mixture
+# denoiser in float64:
+
+# %%
+for spacing in ("leading", "trailing", "linspace", "karras"):
+    x_ddim = dc.sample(mixture, s, x_T_2d, sampler="ddim", steps=10, spacing=spacing)
+    x_euler = dc.sample(mixture, s, x_T_2d, sampler="euler", steps=10, spacing=spacing)
+    print(f"{spacing:>8}: max |DDIM − Euler| = {(x_ddim - x_euler).abs().max().item():.1e}")
+
+# %% [markdown]
+# Differences of 10⁻¹⁵ are float64 rounding: the two are the same method. Euler is only **first-order**:
+# its error after N steps shrinks like 1/N. The rest of the notebook is about doing better per network
+# evaluation (**NFE**, the cost that matters: one U-Net call each).
+#
+# ## 3 · Heun's method (EDM Algorithm 1)
+#
+# Heun's method (the explicit trapezoidal rule) takes the Euler step as a *predictor*, evaluates the
+# slope again where it lands, and then redoes the step with the average of the two slopes. Karras et
+# al. 2022 (**Algorithm 1**, deterministic sampling) use it on exactly our ODE. From x̃_i at σ_i to σ_{i+1}:
+#
+# $$d_i = \hat\varepsilon(\tilde x_i, \sigma_i),\qquad
+#   \tilde x' = \tilde x_i + (\sigma_{i+1} - \sigma_i)\,d_i \quad\text{(Euler)},$$
+# $$\text{if } \sigma_{i+1} \ne 0:\qquad d_i' = \hat\varepsilon(\tilde x', \sigma_{i+1}),\qquad
+#   \tilde x_{i+1} = \tilde x_i + (\sigma_{i+1} - \sigma_i)\,\tfrac12\,(d_i + d_i').$$
+#
+# On the last step, to σ = 0, ε̂ is not defined (nothing is left to predict), so Heun keeps the Euler
+# step there. Cost: 2 NFE per step, one on the last: NFE = 2N − 1. In exchange the error falls like
+# 1/N² (second order).
+#
+# ### Exercise 5.1 — a Heun step in σ-space
+#
+# Write `heun_step(x, sigma, sigma_next, eps)`: `x` is x̃_i (a tensor), `sigma` and `sigma_next` are
+# numbers, and `eps(x, sigma)` returns ε̂(x̃, σ). Return x̃_{i+1} from the formulas above; do not call
+# `eps` at σ = 0.
+
+# %% tags=["exercise"]
+def heun_step(x, sigma, sigma_next, eps):
+    """One Heun step of dx̃/dσ = ε̂ from σ to σ_next (Karras et al. 2022, Algorithm 1)."""
+    ### BEGIN SOLUTION
+    d = eps(x, sigma)                                   # slope at σ_i
+    x_next = x + (sigma_next - sigma) * d               # Euler step (the predictor)
+    if sigma_next == 0:                                 # ε̂ is undefined at σ = 0: keep the Euler step
+        return x_next
+    d_next = eps(x_next, sigma_next)                    # slope where the Euler step lands
+    return x + (sigma_next - sigma) * (d + d_next) / 2  # trapezoidal rule (the corrector)
+    ### END SOLUTION
+
+
+# %%
+heun_step = dc.checks.heun_step(heun_step)
+
+# %% [markdown]
+# The check also ran your step as a whole sampler and compared it with the package's `heun` sampler.
+# Here is that loop, on Gaussian data x_0 ~ N(0.5, 0.5²) whose exact denoiser is
+# D(x̃, σ) = μ + s²/(s² + σ²)(x̃ − μ) (`dc.toy.GaussianOracle`). The σ-levels come from the package's
+# grid; the sampler starts from x̃ = x_T/√ᾱ_0:
+
+# %%
+gauss = GaussianOracle(s, mean=0.5, std=0.5)         # exact ε̂ for x_0 ~ N(0.5, 0.5² I)
+
+
+def eps_sigma(x_s, sigma):
+    """ε̂(x̃, σ) = (x̃ − D(x̃, σ))/σ in σ-space, from the exact Gaussian denoiser."""
+    return (x_s - gauss.denoise(x_s, sigma)) / sigma
+
+
+def heun_sampler(x_s, sigmas):
+    for sig, sig_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        x_s = heun_step(x_s, sig, sig_next, eps_sigma)
+    return x_s
+
+
+x_T_gauss = torch.randn(n_points, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+grid = s.grid(10, "karras")
+mine = heun_sampler(x_T_gauss / math.sqrt(grid.alpha_bars[0]), grid.sigmas.tolist())
+package = dc.sample(gauss, s, x_T_gauss, sampler="heun", steps=10, spacing="karras")
+print(f"max |your Heun − dc.sample(sampler='heun')| = {(mine - package).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## 4 · DPM-Solver++(2M): solve the linear part exactly
+#
+# Write the ODE with the denoiser instead of ε̂: dx̃/dσ = (x̃ − D)/σ. The part x̃/σ is *linear* and can
+# be integrated exactly; only D needs approximating. In the log-SNR-like time λ = −log σ the ODE
+# becomes d(x̃ e^λ)/dλ = e^λ D (check it by differentiating), so from σ_i to σ_{i+1}, with h = λ_{i+1} − λ_i:
+#
+# $$\tilde x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}\,\tilde x_i
+#   + \sigma_{i+1}\!\int_{\lambda_i}^{\lambda_{i+1}} e^{\lambda} D\,\mathrm d\lambda .$$
+#
+# This is the exponential-integrator view of DPM-Solver (Lu et al. 2022a), in the data-prediction form
+# of **DPM-Solver++** (Lu et al. 2022b). Holding D constant at D_i gives
+# x̃_{i+1} = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1) D_i — which is DDIM again (check: it equals
+# x̂_0 + σ_{i+1} ε̂). The **2M** ("second order, multistep") variant (**Lu et al. 2022b, Algorithm 2**)
+# instead extrapolates D linearly in λ from the *previous* step's D_{i−1}, at no extra NFE:
+#
+# $$r = \frac{h_{i-1}}{h},\qquad
+#   \hat D = \Big(1 + \frac{1}{2r}\Big) D_i - \frac{1}{2r}\,D_{i-1},\qquad
+#   \tilde x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}\,\tilde x_i - \big(e^{-h} - 1\big)\,\hat D ,$$
+#
+# where h_{i−1} = λ_i − λ_{i−1} is the previous step. On the first step there is no D_{i−1} and
+# D̂ = D_i. The last step to σ = 0 (h = ∞) simply returns x̃ = D_i. Cost: 1 NFE per step, yet second order.
+#
+# ### Exercise 5.2 — the DPM-Solver++(2M) update
+#
+# Write `dpmpp_2m_update(x, sigma, sigma_next, D, D_prev, h_prev)` for σ_{i+1} > 0: `x` = x̃_i,
+# `D` = D_i and `D_prev` = D_{i−1} are tensors (`D_prev` is `None` on the first step, and then `h_prev`
+# is `None` too), `sigma`, `sigma_next`, `h_prev` are numbers. Return x̃_{i+1}. Tip: `math.expm1(-h)`
+# computes e^{−h} − 1 accurately when h is small.
+
+# %% tags=["exercise"]
+def dpmpp_2m_update(x, sigma, sigma_next, D, D_prev, h_prev):
+    """DPM-Solver++(2M) from σ to σ_next > 0 (Lu et al. 2022b, Algorithm 2)."""
+    ### BEGIN SOLUTION
+    h = math.log(sigma / sigma_next)                    # step in λ = −log σ
+    if D_prev is None:                                  # first step: D̂ = D_i (the DDIM step)
+        D_hat = D
+    else:
+        r = h_prev / h
+        D_hat = (1 + 1 / (2 * r)) * D - 1 / (2 * r) * D_prev
+    return (sigma_next / sigma) * x - math.expm1(-h) * D_hat
+    ### END SOLUTION
+
+
+# %%
+dpmpp_2m_update = dc.checks.dpmpp_2m_update(dpmpp_2m_update)
+
+# %% [markdown]
+# Around the update, the sampler computes D_i = x̃_i − σ_i ε̂ once per step, remembers D_i and h for the
+# next step, and ends with x̃ = D on the last step:
+
+# %%
+def dpmpp_2m_sampler(x_s, sigmas):
+    D_prev = h_prev = None
+    for sig, sig_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        D = x_s - sig * eps_sigma(x_s, sig)             # data prediction x̂_0 (1 NFE)
+        if sig_next == 0:
+            return D
+        x_s = dpmpp_2m_update(x_s, sig, sig_next, D, D_prev, h_prev)
+        D_prev, h_prev = D, math.log(sig / sig_next)
+    return x_s
+
+
+mine = dpmpp_2m_sampler(x_T_gauss / math.sqrt(grid.alpha_bars[0]), grid.sigmas.tolist())
+package = dc.sample(gauss, s, x_T_gauss, sampler="dpmpp_2m", steps=10, spacing="karras")
+print(f"max |your DPM-Solver++(2M) − dc.sample(sampler='dpmpp_2m')| = {(mine - package).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## 5 · Step schedules: where to spend the steps
+#
+# A solver needs a list of noise levels σ_0 > σ_1 > … > σ_N = 0. DDIM-style schedules are uniform in
+# the *timestep* t (notebook 04: `leading`, `trailing`, `linspace`). Karras et al. 2022 instead space
+# σ^{1/ρ} uniformly (**EDM eq. 5**):
+#
+# $$\sigma_i = \Big(\sigma_{\max}^{1/\rho} + \tfrac{i}{N-1}\big(\sigma_{\min}^{1/\rho}
+#   - \sigma_{\max}^{1/\rho}\big)\Big)^{\rho},\quad i = 0,\dots,N-1,\qquad \sigma_N = 0,$$
+#
+# with ρ = 7. The steps shrink smoothly from σ_max to σ_min: large where σ is huge (x̃ is nearly pure noise
+# and the trajectory is almost straight), small near the data, where the image's details are decided and
+# the paths bend. `s.grid(N, "karras")` builds it from σ at t = T − 1 down to σ at t = 0; the model is
+# then called at fractional timesteps (log σ interpolated between integer t, as k-diffusion does).
+
+# %%
+N = 10
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for spacing, marker in (("leading", "o"), ("trailing", "s"), ("linspace", "^"), ("karras", "D")):
+    sig = s.grid(N, spacing).sigmas[:-1]              # the N nonzero levels (the last level is σ = 0)
+    ax.semilogy(range(N), sig, marker=marker, label=spacing, lw=1)
+ax.set(xlabel="step i", ylabel=r"$\sigma_i$ (log scale)", title=f"Noise levels of {N}-step schedules")
+ax.grid(alpha=0.3, which="both")
+ax.legend()
+plt.show()
+for spacing in ("leading", "trailing", "linspace", "karras"):
+    sig = s.grid(N, spacing).sigmas[:-1]
+    ratios = sig[:-1] / sig[1:]                       # how much σ shrinks from one level to the next
+    print(f"{spacing:>8}: σ = " + ", ".join(f"{v:.3g}" for v in sig.tolist())
+          + f"\n{'':>10}largest ratio σ_i/σ_(i+1): {ratios.max():.1f} (at step {int(ratios.argmax())})")
+
+# %% [markdown]
+# With DDPM's linear β, the uniform-in-t schedules shrink σ by a roughly constant factor ≈ 2 per step
+# and then make **one big jump at the end**: from σ ≈ 0.35 straight to σ_min ≈ 0.01 (a factor of ≈ 35),
+# or, for `trailing`, from σ ≈ 0.34 straight to 0. That last stretch, where the fine details of an image
+# form, gets a single Euler-sized step. The Karras schedule spends more of its budget there
+# (0.35 → 0.074 → 0.01) and less in the middle, and its steps change size smoothly, which is what the
+# error analysis of an ODE solver assumes. (`leading` also does not start at t = T: its first σ is only
+# ≈ 61, a mismatch with the pure noise x_T.)
+#
+# ## 6 · Measuring the order of convergence
+#
+# A method of order p has global error ∝ N^{−p}: on a log-log plot of error against NFE it is a line of
+# slope −p. We need the exact answer. For Gaussian data x_0 ~ N(μ, s²) the ODE is solvable in closed form
+# (`GaussianOracle.ode_solution`):
+#
+# $$\tilde x(\sigma_1) = \mu + \big(\tilde x(\sigma_0) - \mu\big)\,
+#   \frac{\sqrt{s^2 + \sigma_1^2}}{\sqrt{s^2 + \sigma_0^2}} .$$
+#
+# One subtlety: every grid ends with the same jump from σ_min ≈ 0.01 to 0, and all four samplers take it
+# the same way (x̃ = D(x̃, σ_min): Euler's step, Heun's uncorrected last step and DPM-Solver++'s last step
+# coincide). That jump has an error of its own that does not shrink with N, about σ_min²/(2s²) relative,
+# which would flatten the curves at large N. So the reference is the exact solution carried to σ_min,
+# followed by that same last jump: D(x̃_exact(σ_min), σ_min). What remains is the solver's own error.
+# We use the Karras grid, which is smooth in σ (uniform-in-t grids have a kink near t = 0).
+
+# %%
+def gaussian_reference(x_T, grid):
+    """Exact ODE solution from σ_0 to σ_min, then the shared last jump x̃ = D(x̃, σ_min)."""
+    sig = grid.sigmas.tolist()
+    x_s = x_T / math.sqrt(grid.alpha_bars[0])
+    return gauss.denoise(gauss.ode_solution(x_s, sig[0], sig[-2]), sig[-2])
+
+
+def rms(a, b):
+    return (a - b).pow(2).mean().sqrt().item()
+
+
+solvers = {"Euler = DDIM": "euler", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m"}
+results, slopes = {}, {}
+for label, sampler in solvers.items():
+    nfes, errors = [], []
+    for n in order_steps:
+        x0, info = dc.sample(gauss, s, x_T_gauss, sampler=sampler, steps=n, spacing="karras", return_info=True)
+        nfes.append(info.nfe)
+        errors.append(rms(x0, gaussian_reference(x_T_gauss, s.grid(n, "karras"))))
+    fit = slice(-4, None)                              # fit the asymptotic regime: the 4 largest N
+    slopes[label] = np.polyfit(np.log(nfes[fit]), np.log(errors[fit]), 1)[0]
+    results[f"{label}: slope {slopes[label]:.2f}"] = (nfes, errors)
+    print(f"{label:>17}: NFE {nfes}\n{'':>17}  RMS error " + " ".join(f"{e:.1e}" for e in errors))
+
+print("fitted slopes of log(error) against log(NFE): "
+      + ", ".join(f"{label} {slope:.2f}" for label, slope in slopes.items()))
+fig = dc.viz.loglog_error(results, xlabel="NFE (network evaluations)", ylabel="RMS error vs exact",
+                          title="Order of convergence on Gaussian data (Karras grid)")
+plt.show()
+
+# %% [markdown]
+# The fitted slopes are ≈ −1 for Euler/DDIM and ≈ −2 for Heun and DPM-Solver++(2M): first and second
+# order, as the theory says. Two more things to read off the plot:
+#
+# - **Per NFE**, DPM-Solver++(2M) wins: it is second order at one evaluation per step, while Heun pays two.
+# - **At very few steps** the orders mean little. Heun with 4 steps (σ: 157 → 21 → 1.25 → 0.01 → 0) is
+#   *worse* than Euler: over such long steps the slope ε̂ changes a lot, and the average of the slopes
+#   at the two ends of a step is a poor stand-in for the slope along it. The order is a promise about
+#   small steps only.
+#
+# Gaussian data is the easiest possible case: its ODE paths are gentle curves. With multi-modal data the
+# paths run almost straight at large σ and then bend sharply near σ ≈ 1, where each point commits to a
+# mode. Below: the eight Gaussians at **equal budgets of NFE** (Euler N steps, Heun (N + 1)/2 steps,
+# DPM-Solver++ N steps), against a 200-step DPM-Solver++ run as the reference.
+
+# %%
+reference_2d = dc.sample(mixture, s, x_T_2d, sampler="dpmpp_2m", steps=200, spacing="karras")
+budgets = (5, 9, 15, 25)                               # NFE
+runs = {}
+print(f"{'NFE':>4} {'Euler':>8} {'Heun':>8} {'DPM-Solver++(2M)':>17}   (RMS error against the reference)")
+for nfe in budgets:
+    for sampler, n in (("euler", nfe), ("heun", (nfe + 1) // 2), ("dpmpp_2m", nfe)):
+        runs[sampler, nfe] = dc.sample(mixture, s, x_T_2d, sampler=sampler, steps=n, spacing="karras")
+    errors = [rms(runs[sampler, nfe], reference_2d) for sampler in ("euler", "heun", "dpmpp_2m")]
+    print(f"{nfe:>4} {errors[0]:8.3f} {errors[1]:8.3f} {errors[2]:17.3f}")
+
+fig, axes = plt.subplots(2, 4, figsize=(12, 6.2))
+for row, nfe in zip(axes, (budgets[0], budgets[-1]), strict=True):
+    dc.viz.scatter_2d(reference_2d, ax=row[0], title="reference (200 steps)", lim=3)
+    for ax, (sampler, label) in zip(row[1:], (("euler", "Euler"), ("heun", "Heun"),
+                                              ("dpmpp_2m", "DPM-Solver++(2M)")), strict=True):
+        x0 = runs[sampler, nfe]
+        dc.viz.scatter_2d(x0, ax=ax, lim=3, color="C1",
+                          title=f"{label}, {nfe} NFE\nRMS error {rms(x0, reference_2d):.3f}")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# With enough steps (25 NFE) the ranking is the one the orders predict and DPM-Solver++(2M) is clearly
+# best. With very few steps every method misses the modes, in opposite directions: Euler **undershoots**
+# (its slope is taken at the start of each long step, where the denoiser still predicts a blurry
+# average of the modes, so the samples land on a ring inside them), while the second-order methods
+# **overshoot**, extrapolating the bend of the path too far. Heun fails worst (most of its points are
+# outside the frame): its corrector takes the slope ε̂ = (x̃ − D)/σ at the *end* of a long step, at a
+# small σ, where any distance of the Euler guess from the data is divided by that small σ.
+# Few-step sampling is a regime of its own, which is why notebook 07 turns to distillation.
+#
+# ## 7 · The samplers on the course's MNIST model
+#
+# Now the same comparison on real images. `dc.load_pretrained("mnist")` loads the course's
+# class-conditional U-Net (shipped with the package; notebook 02 trains one like it) and its schedule.
+# Every sampler starts from **the same x_T** and gets the same class labels (0, 1, 2, … one per digit;
+# class conditioning and guidance are the subject of notebook 08; here the guidance scale is 1, plain
+# conditional sampling). All use the Karras grid, so the only difference is the solver.
+
+# %%
+model, s = dc.load_pretrained("mnist")             # EMA weights, eval mode, on dc.device()
+x_T = torch.randn(n_digits, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device)
+labels = (torch.arange(n_digits) % 10).to(device)
+
+grid_samplers = {"DDIM (= Euler)": "ddim", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m", "DDPM (ancestral)": "ddpm"}
+samples = {}
+t0 = time.perf_counter()
+for label, sampler in grid_samplers.items():
+    for n in grid_steps:
+        samples[label, n] = dc.sample(model, s, x_T, sampler=sampler, steps=n, spacing="karras", y=labels,
+                                      generator=torch.Generator().manual_seed(1), return_info=True)
+print(f"{len(samples)} runs of {n_digits} digits in {time.perf_counter() - t0:.1f} s on {device}")
+
+# %%
+def sampler_grid_figure(samples, rows, steps, nrow):
+    fig, axes = plt.subplots(len(rows), len(steps), figsize=(2.3 * len(steps), 2.4 * len(rows)), squeeze=False)
+    for r, label in enumerate(rows):
+        for c, n in enumerate(steps):
+            x0, info = samples[label, n]
+            ax = axes[r, c]
+            ax.imshow(dc.viz.make_grid(x0.clamp(-1, 1).cpu(), nrow=nrow), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{n} steps, NFE {info.nfe}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+fig = sampler_grid_figure(samples, list(grid_samplers), grid_steps, nrow=max(2, n_digits // 4))
+plt.show()
+if FIGURES:
+    fig.savefig(Path(FIGURES) / "05_sampler_grid.png", dpi=80, bbox_inches="tight")
+
+# %% [markdown]
+# Read the grid by columns (equal steps) and by NFE (Heun's NFE is almost double). What to look for,
+# following sections 5–6: at the fewest steps the first-order DDIM tends to give smooth, washed-out
+# strokes and Heun suffers from its long first step, while DPM-Solver++(2M) is usually the sharpest per
+# NFE; ancestral DDPM, which adds fresh noise at every step, needs the most steps. As the steps grow,
+# the three ODE solvers converge to the same ODE solution from the same x_T, so the *same* digits
+# appear in their rows; DDPM's digits differ, since its path depends on the noise it adds.
+#
+# DDIM and Euler are the same method on the network too (float32 now, so agreement to ~10⁻⁵):
+
+# %%
+n = grid_steps[-1]
+x_euler = dc.sample(model, s, x_T, sampler="euler", steps=n, spacing="karras", y=labels)
+print(f"{n} steps: max |DDIM − Euler| on the U-Net = {(samples['DDIM (= Euler)', n][0] - x_euler).abs().max().item():.1e}")
+
+# %% [markdown]
+# The step schedule matters too. DPM-Solver++(2M) at 5 steps, uniform-in-t (`trailing`, which jumps from
+# σ ≈ 0.7 straight to 0 at this step count) against Karras, from the same x_T. Compare the strokes' edges
+# and the small details, which are decided in that last stretch of σ:
+
+# %%
+x_trailing = dc.sample(model, s, x_T, sampler="dpmpp_2m", steps=5, spacing="trailing", y=labels)
+fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+for ax, (title, x0) in zip(axes, (("trailing (uniform in t)", x_trailing),
+                                  ("karras (ρ = 7)", samples["DPM-Solver++(2M)", 5][0])), strict=True):
+    ax.imshow(dc.viz.make_grid(x0.clamp(-1, 1).cpu(), nrow=max(2, n_digits // 4)), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(f"DPM-Solver++(2M), 5 steps\n{title}", fontsize=9)
+plt.show()
+
+# %% [markdown]
+# ## 8 · Explore: sampler × steps × η
+#
+# Pick a sampler and a number of steps; the explorer samples from one fixed x_T and shows the NFE and the
+# wall time. (It uses the package's default `leading` spacing, DDIM's original choice, so its pictures
+# differ from the Karras-grid ones above. Try η > 0 for DDIM: stochastic DDIM needs more steps.) The
+# static figure shows one setting, so the notebook reads well without a running kernel.
+
+# %%
+explorer = dc.widgets.sampler_explorer(model, s, x_T, samplers=("dpmpp_2m", "heun", "ddim", "euler", "ddpm"),
+                                       steps=explorer_steps, y=labels)
+fig = explorer.render()                           # the default setting; the widget starts there too (cached)
+plt.show()
+display(explorer.widget())
+
+# %% [markdown]
+# ## 9 · Skip-Tuning: a training-free tweak for few-step sampling
+#
+# A U-Net passes features from its encoder to its decoder through **skip connections**. Ma et al. (2024,
+# *The Surprising Effectiveness of Skip-Tuning in Diffusion Sampling*, arXiv:2402.15170) argue that with
+# few sampling steps each network call must do more of the work of turning noise into data, and that the
+# skip connections, which let the decoder copy encoder features, limit how complex that map can be.
+# Their remedy needs no training: multiply the skip connections by factors slightly below 1 at sampling
+# time. They report large FID gains with few NFE (EDM on ImageNet 64: FID 1.75 at 19 NFE). The paper tunes
+# the factors per model and per sampler (they may differ between resolution levels); we try one factor for
+# all levels.
+#
+# The course U-Net has this knob: `model.skip_scale` multiplies every skip connection before it is
+# concatenated in the decoder (a float, or one factor per resolution level). 1.0 is the network as
+# trained. Below: DPM-Solver++(2M) with 10 steps, the same x_T and labels, at several scales; then the
+# classifier-based FID and KID of notebook 06 (`dc.metrics`), and the accuracy of a digit classifier on
+# the samples (each sample was asked to be a specific digit).
+
+# %%
+x_T_eval = torch.randn(n_eval, 1, 28, 28, generator=torch.Generator().manual_seed(2)).to(device)
+y_eval = (torch.arange(n_eval) % 10).to(device)
+skip_samples = {}
+try:
+    for scale in skip_scales:
+        model.skip_scale = scale
+        skip_samples[scale] = dc.sample(model, s, x_T_eval, sampler="dpmpp_2m", steps=skip_steps,
+                                        spacing="karras", y=y_eval).clamp(-1, 1).cpu()
+finally:
+    model.skip_scale = 1.0                            # leave the model as it was trained
+
+n_show = min(n_eval, 16)
+fig, axes = plt.subplots(1, len(skip_scales), figsize=(3.2 * len(skip_scales), 3.4))
+for ax, scale in zip(axes, skip_scales, strict=True):
+    ax.imshow(dc.viz.make_grid(skip_samples[scale][:n_show], nrow=4), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(f"skip_scale = {scale}", fontsize=10)
+fig.suptitle(f"DPM-Solver++(2M), {skip_steps} steps, same x_T")
+plt.show()
+
+# %%
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")                   # fid() warns that small n is biased: we say so below
+    floor = dc.metrics.real_baseline(n_eval)
+    rows = []
+    for scale in skip_scales:
+        x = skip_samples[scale]
+        kid = dc.metrics.kid(x)
+        acc = dc.metrics.accuracy(x, y_eval.cpu())
+        rows.append((scale, dc.metrics.fid(x), kid.mean, kid.std, acc))
+print(f"n = {n_eval} samples per scale; real-vs-real FID floor at this n: {floor:.2f}")
+print(f"{'skip_scale':>10} {'FID':>8} {'KID (×1e3)':>14} {'accuracy':>9}")
+for scale, fid, kid_mean, kid_std, acc in rows:
+    print(f"{scale:>10} {fid:8.2f} {1e3 * kid_mean:7.2f} ± {1e3 * kid_std:4.2f} {acc:9.1%}")
+if n_eval < 1000:
+    print(f"(fast mode: n = {n_eval} is far too small for FID — it is dominated by bias — and KID is noisy; "
+          "only full-mode numbers mean anything, see the figure below)")
+
+# %% [markdown]
+# How to read this: FID and KID compare the statistics of a classifier's features on the samples with
+# those of held-out real digits (lower is better; the real-vs-real floor is the best reachable at this n).
+# The paper's gains were measured on large ImageNet-scale networks; whether a small MNIST U-Net behaves
+# the same is exactly what this experiment asks. Judge a difference against the noise (KID's ± and the
+# real-vs-real floor) before calling it an improvement, and remember that the scale may trade sample
+# quality against class accuracy. What transfers to any model is the method: a one-line, training-free
+# change, evaluated at a fixed NFE from a fixed x_T.
+#
+# In fast mode, the full-mode results (n = 1000 per scale) are shown from a saved figure when the course
+# has one:
+
+# %%
+def course_figure(name):
+    """docs/figures/<name> of the course repository, looked up from the notebook's folder upwards."""
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        path = folder / "docs" / "figures" / name
+        if path.is_file():
+            return path
+    return None
+
+
+if FAST:
+    for name in ("05_skip_tuning.png", "05_sampler_grid.png"):
+        path = course_figure(name)
+        if path is None:
+            print(f"(docs/figures/{name} is not available here: run the notebook in full mode to see it)")
+        else:
+            display(Image(filename=str(path)))
+else:
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    kid_means = np.array([1e3 * r[2] for r in rows])
+    kid_stds = np.array([1e3 * r[3] for r in rows])
+    ax.errorbar(skip_scales, kid_means, yerr=kid_stds, marker="o", capsize=4, label="KID ×1e3 (± std)")
+    ax.plot(skip_scales, [r[1] for r in rows], marker="s", label="FID")
+    ax.axhline(floor, color="gray", ls="--", lw=1, label=f"real-vs-real FID at n = {n_eval}")
+    ax.set(xlabel="skip_scale", title=f"Skip-Tuning, DPM-Solver++(2M) {skip_steps} steps, n = {n_eval}")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    plt.show()
+    if FIGURES:
+        fig.savefig(Path(FIGURES) / "05_skip_tuning.png", dpi=100, bbox_inches="tight")
+
+# %% [markdown]
+# ### A note on a citation that could not be verified
+#
+# The article this course grew from credits a method called **"Stochastic Skip Connections"** for fast
+# sampling and cites it as arXiv:2406.01429. That identifier belongs to an unrelated paper, *EAGLE:
+# Efficient Adaptive Geometry-based Learning in Cross-view Understanding* (Truong et al. 2024), which is not
+# about diffusion sampling, and no paper describing such a method could be found under that title or any
+# other. We therefore do not teach it. The closest real idea we know of is the Skip-Tuning experiment
+# above: it also changes the U-Net's skip connections to help few-step sampling, and it is published,
+# reproducible and training-free.
+
+# %% [markdown]
+# ## Summary
+#
+# - Sampling is solving the **probability-flow ODE** (Song et al. 2021, eq. 13). In σ-space,
+#   x̃ = x/√ᾱ and σ = √((1 − ᾱ)/ᾱ), it is dx̃/dσ = ε̂(x̃, σ) (Karras et al. 2022): the slope is the
+#   predicted noise.
+# - **DDIM (η = 0) is Euler's method** on that ODE: first order, error ∝ 1/N.
+# - **Heun** (EDM Algorithm 1) adds a trapezoidal correction: second order at 2 NFE per step.
+#   **DPM-Solver++(2M)** (Lu et al. 2022b, Algorithm 2) integrates the linear part exactly and
+#   extrapolates the denoiser from the previous step: second order at 1 NFE per step.
+# - The **step schedule** matters as much as the solver: Karras' ρ = 7 schedule (EDM eq. 5) puts the steps
+#   where the paths bend, near the data.
+# - Orders are **measured**, not assumed: on Gaussian data with a closed-form solution the log-log slopes
+#   are ≈ −1 (Euler/DDIM) and ≈ −2 (Heun, DPM-Solver++(2M)). At very few steps, asymptotic order is no
+#   guarantee (Heun with 4 steps).
+# - **Skip-Tuning** scales the U-Net's skip connections at sampling time, without training; measure its
+#   effect at a fixed NFE against the noise of the metric. "Stochastic Skip Connections"
+#   (arXiv:2406.01429 as cited) could not be verified and is not taught.
+#
+# **Next:** notebook 06 measures sample quality properly (classifier FID/KID) for every sampler and
+# number of steps, with timing.
+#
+# ## References
+#
+# - Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole (2021). *Score-Based Generative Modeling through
+#   Stochastic Differential Equations.* ICLR. arXiv:2011.13456 — the probability-flow ODE, eq. 13.
+# - Song, Meng, Ermon (2021). *Denoising Diffusion Implicit Models.* ICLR. arXiv:2010.02502 — eq. 12.
+# - Karras, Aittala, Aila, Laine (2022). *Elucidating the Design Space of Diffusion-Based Generative
+#   Models.* NeurIPS. arXiv:2206.00364 — eqs. 1, 3, 4, 5 and Algorithm 1 (Heun).
+# - Lu, Zhou, Bao, Chen, Li, Zhu (2022a). *DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
+#   Sampling in Around 10 Steps.* NeurIPS. arXiv:2206.00927.
+# - Lu, Zhou, Bao, Chen, Li, Zhu (2022b). *DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+#   Probabilistic Models.* arXiv:2211.01095 — Algorithm 2, DPM-Solver++(2M).
+# - Ma, Xue, Hu, Wang, Liu, Li, Ma, Kawaguchi (2024). *The Surprising Effectiveness of Skip-Tuning in
+#   Diffusion Sampling.* ICML. arXiv:2402.15170.
+
+# %%
+print(f"notebook run time: {time.perf_counter() - t_start:.0f} s ({'fast' if FAST else 'full'} mode, {device})")
