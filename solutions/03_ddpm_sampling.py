@@ -13,10 +13,8 @@
 # %% [markdown]
 # # 03 · DDPM sampling: running the noise backwards
 #
-# **Time:** CPU fast mode ≈ 1 minute (measured on 2 shared, busy cores). CPU full ≈ 5 minutes on 2 free
-# cores, up to 45 on a busy machine (estimated from the measured cost: full mode makes ≈ 39 000 U-Net
-# image evaluations, and its 1000-step grid of 30 digits alone took 36 minutes on our busy cores).
-# GPU full ≈ 1 minute (estimated).
+# **Time:** CPU fast mode ≈ RUNTIME_FAST, CPU full ≈ RUNTIME_FULL (measured on 2 shared cores);
+# GPU full ≈ 1 minute (estimated: about 2000 U-Net calls on batches of 8 to 30).
 #
 # **You will**
 # - derive the posterior q(x_{t−1} | x_t, x_0) (DDPM eq. 6–7), implement it and verify it by Monte Carlo;
@@ -407,8 +405,7 @@ plt.show()
 
 # %% [markdown]
 # **Full mode: 30 digits, 1000 steps** (a few minutes on a laptop CPU, seconds on a GPU). In fast mode
-# the notebook shows the picture that full mode saved with the shipped weights, if you have the
-# repository's `docs/figures`.
+# the notebook shows the picture that full mode saved, if you have the repository's `docs/figures`.
 
 
 # %%

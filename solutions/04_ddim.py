@@ -13,9 +13,8 @@
 # %% [markdown]
 # # 04 · DDIM: fewer steps, determinism, inversion and interpolation
 #
-# **Time:** CPU fast mode ≈ 1 minute (measured on 2 shared, busy cores). CPU full ≈ 2 minutes on 2 free
-# cores, up to 10 on a busy machine (estimated: full mode makes ≈ 10 000 U-Net image evaluations).
-# GPU full under 1 minute (estimated).
+# **Time:** CPU fast mode ≈ RUNTIME_FAST, CPU full ≈ RUNTIME_FULL (measured on 2 shared cores);
+# GPU full ≈ 1 minute (estimated).
 #
 # **You will**
 # - see why a model trained for DDPM can be sampled by a whole *family* of processes: DDIM's
