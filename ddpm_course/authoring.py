@@ -311,8 +311,9 @@ def dumps(nb: dict) -> bytes:
 def read_runtimes(root: Path, sources: list[Source]) -> dict[str, dict]:
     """docs/runtimes.json's ``notebooks`` table, validated: {stem: {kind: {"seconds": s, "how": how}}}.
 
-    A missing file gives no run times (the map then says "not measured"); an entry naming no source, an
-    unknown kind, a non-positive time or an unknown ``how`` is an error, so a typo cannot hide a figure.
+    A missing file gives no run times (the map then shows "—"). An unknown kind, a non-positive time or an
+    unknown ``how`` is an error, so a typo cannot hide a figure; an entry for a notebook whose source is not
+    (yet) there is left out of the result.
     """
     path = root / RUNTIMES
     if not path.is_file():
@@ -323,11 +324,8 @@ def read_runtimes(root: Path, sources: list[Source]) -> dict[str, dict]:
         raise AuthoringError(f"{RUNTIMES}:1: not a JSON object with a 'notebooks' table ({err!r})") from err
     if not isinstance(table, dict):
         raise AuthoringError(f"{RUNTIMES}:1: 'notebooks' must map notebook names (NN_topic) to run times")
-    stems = {s.stem for s in sources}
     for stem, kinds in table.items():
         where = f"{RUNTIMES}:1: notebooks[{stem!r}]"
-        if stem not in stems:
-            raise AuthoringError(f"{where}: no source {SOURCE_DIR}/{stem}.py")
         if not isinstance(kinds, dict):
             raise AuthoringError(f"{where}: must map run-time kinds to {{'seconds', 'how'}}, got {kinds!r}")
         for kind, entry in kinds.items():
@@ -339,7 +337,8 @@ def read_runtimes(root: Path, sources: list[Source]) -> dict[str, dict]:
             if entry.get("how") not in RUNTIME_HOW:
                 raise AuthoringError(f"{where}[{kind!r}]: 'how' must be one of {RUNTIME_HOW}, got "
                                      f"{entry.get('how')!r}")
-    return table
+    stems = {s.stem for s in sources}
+    return {stem: kinds for stem, kinds in table.items() if stem in stems}
 
 
 def format_seconds(seconds: float) -> str:

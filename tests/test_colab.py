@@ -208,3 +208,72 @@ def test_wheel_from_a_clean_clone_works_without_the_repository(tmp_path):
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("ok "), run.stdout
+
+
+# --- run times: docs/runtimes.json, the README course map and the instructor guide --------------------------
+def runtimes() -> dict:
+    return authoring.read_runtimes(ROOT, SOURCES)
+
+
+def test_course_map_shows_the_recorded_run_times():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = runtimes()
+    assert table, "docs/runtimes.json records no notebook"
+    for s in SOURCES:
+        times = " · ".join(authoring.format_runtime(table.get(s.stem, {}).get(k))
+                           for k in authoring.RUNTIME_KINDS)
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {s.number:02d} |"))
+        assert f"| {times} |" in row, f"README course map is stale for {s.stem} (run `make notebooks`): {row}"
+
+
+def test_fast_mode_times_are_measured():
+    fast = {stem: kinds["cpu_fast"] for stem, kinds in runtimes().items() if "cpu_fast" in kinds}
+    assert fast, "no measured fast-mode time in docs/runtimes.json"
+    assert all(entry["how"] == "measured" for entry in fast.values()), fast
+
+
+@pytest.mark.parametrize(("seconds", "how", "shown"), [
+    (9.4, "measured", "9 s"), (89, "measured", "89 s"), (90, "measured", "2 min"),
+    (5399, "estimated", "≈ 90 min"), (5400, "measured", "1.5 h"), (300, "estimated", "≈ 5 min")])
+def test_format_runtime(seconds, how, shown):
+    assert authoring.format_runtime({"seconds": seconds, "how": how}) == shown
+    assert authoring.format_runtime(None) == "—"
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"cpu_slow": {"seconds": 3, "how": "measured"}}, "unknown kind 'cpu_slow'"),
+    ({"cpu_fast": {"seconds": 0, "how": "measured"}}, "'seconds' must be a positive number"),
+    ({"cpu_fast": {"seconds": "45", "how": "measured"}}, "'seconds' must be a positive number"),
+    ({"cpu_fast": {"seconds": 45, "how": "guessed"}}, "'how' must be one of"),
+    ([45], "must map run-time kinds"),
+])
+def test_runtimes_file_errors_name_the_entry(tmp_path, entry, message):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / authoring.RUNTIMES).write_text(json.dumps({"notebooks": {"01_forward_process": entry}}))
+    with pytest.raises(authoring.AuthoringError, match=re.escape("notebooks['01_forward_process']") + ".*"
+                       + re.escape(message)):
+        authoring.read_runtimes(tmp_path, SOURCES)
+
+
+def guide_rows() -> list[list[str]]:
+    guide = (ROOT / "docs/instructor_guide.md").read_text(encoding="utf-8")
+    assert "RT:" not in guide, "docs/instructor_guide.md still has a run-time placeholder"
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in guide.splitlines() if line.startswith("| ")]
+
+
+def test_instructor_guide_times_match_runtimes():
+    table, by_number = runtimes(), {f"{s.number:02d}": s.stem for s in SOURCES}
+    checked = 0
+    for cells in guide_rows():
+        if len(cells) == 6 and cells[0] in by_number:  # run-time table: # | notebook | exercises | 3 times
+            stem = by_number[cells[0]]
+            expected = [authoring.format_runtime(table.get(stem, {}).get(k)) for k in authoring.RUNTIME_KINDS]
+            assert cells[3:] == expected, f"instructor guide, notebook {cells[0]}: {cells[3:]} != {expected}"
+            checked += 1
+        elif len(cells) == 4 and cells[1][:2] in by_number and cells[1][2:3] == " ":  # an agenda row
+            stem = by_number[cells[1][:2]]
+            expected = authoring.format_runtime(table.get(stem, {}).get("cpu_fast"))
+            assert cells[2] == expected, f"instructor guide agenda '{cells[1]}': {cells[2]!r} != {expected!r}"
+            checked += 1
+    assert checked >= len(SOURCES), "the instructor guide's run-time table lists fewer notebooks than exist"
