@@ -9,6 +9,7 @@ ddpm_course.authoring) on the home page, and adds a gallery of the committed fig
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -89,7 +90,17 @@ def on_files(files, config):
     return files
 
 
+# A docs page linking to a repository file outside docs/ (../benchmarks/..., ../data/README.md): on the
+# site that link goes to the file on GitHub instead of nowhere.
+OUTSIDE_LINK = re.compile(r"\]\(\.\./(?!notebooks/|solutions/)([^)#\s]+)")
+
+
 def on_page_markdown(markdown, page, config, files):
+    if not page.file.src_uri.endswith(".md"):
+        return markdown
+    if "/" not in page.file.src_uri:  # pages at the top of docs/: ../ is the repository root
+        blob = f"{authoring.REPO_URL}/blob/{authoring.BRANCH}"
+        markdown = OUTSIDE_LINK.sub(lambda m: f"]({blob}/{m[1]})", markdown)
     if page.file.src_uri != "index.md" or MAP_PLACEHOLDER not in markdown:
         return markdown
     sources = authoring.read_sources(ROOT)
