@@ -277,3 +277,16 @@ def test_instructor_guide_times_match_runtimes():
             assert cells[2] == expected, f"instructor guide agenda '{cells[1]}': {cells[2]!r} != {expected!r}"
             checked += 1
     assert checked >= len(SOURCES), "the instructor guide's run-time table lists fewer notebooks than exist"
+
+
+def test_results_page_times_match_runtimes():
+    results = (ROOT / "docs/results.md").read_text(encoding="utf-8")
+    block = results.split("<!-- runtimes-table", 1)[1].split("<!-- runtimes-table:end -->", 1)[0]
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
+                                          for line in block.splitlines() if line.startswith("| "))}
+    table = runtimes()
+    for s in SOURCES:
+        assert f"{s.number:02d}" in rows, f"docs/results.md run-time table lacks notebook {s.number:02d}"
+        expected = [authoring.format_runtime(table.get(s.stem, {}).get(k)) for k in authoring.RUNTIME_KINDS]
+        got = rows[f"{s.number:02d}"][2:]
+        assert got == expected, f"docs/results.md, notebook {s.number:02d}: {got} != {expected}"
