@@ -1,6 +1,6 @@
 # The commands the README names. Each one sets up .venv first when it is missing or stale.
 #   make lab        set up, then open JupyterLab on the first notebook
-#   make test       set up, then run everything CI runs (.ci/run calls exactly this)
+#   make test       set up, then run the unit tests and every notebook (.ci/run calls this first)
 #   make notebooks  rebuild solutions/*.ipynb and notebooks/*.ipynb from solutions/*.py
 #   make site       build the course website into _site/ (mkdocs.yml; no network needed)
 #   make test-browser  JupyterLab and the site in headless Chromium (browser_tests/; .ci/run runs it
@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # JupyterLab refuses to run as root unless asked to.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
-# Everything CI runs goes through this one pytest call: unit tests, then every student and solution
+# Everything make test runs goes through this one pytest call: unit tests, then every student and solution
 # notebook executed by nbval in fast mode, two workers, one notebook per worker at a time.
 # One BLAS/OpenMP thread per worker: two workers on two cores; more threads only oversubscribe the cores
 # (OpenMP barriers then stall, which made small-op tests 5-10x slower here).
@@ -67,8 +67,9 @@ $(BROWSER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -e '.[browser]'
 	@touch $@
 
+# --strict: a build warning (a broken link, a missing page) fails the build.
 site: $(SITE_STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --clean --site-dir _site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --clean --site-dir _site
 
 # Playwright's Python package drives Debian's chromium; Playwright's own browser download is never used.
 test-browser: $(BROWSER_STAMP) site
