@@ -1,23 +1,33 @@
 """Progressive distillation of the shipped MNIST model (ddpm_course.distill) and its evaluation against the
 teacher's DDIM and DPM-Solver++(2M) at equal NFE, with the course's FID/KID (dc.metrics).
 
-The full run is a GPU job (resumable: interrupt it any time, then add --resume):
+Three subcommands: train (resumable: interrupt it any time, then add --resume), evaluate (--n samples per
+sampler, default 2000) and export. Presets of train:
 
-    python benchmarks/distill_mnist.py train --out runs/distill_mnist
-        256 teacher DDIM steps -> 128 -> 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1 (8 rounds, 6,000 updates in
-        the first round, 3,000 in each later one, batch 128); estimated 15-30 min on one modern GPU
-    python benchmarks/distill_mnist.py evaluate --out runs/distill_mnist --n 2000
+  "gpu" (the default; the paper-scale recipe, untested here): 256 teacher DDIM steps -> 128 -> 64 -> 32
+      -> 16 -> 8 -> 4 -> 2 -> 1 (8 rounds, 6,000 updates in the first round, 3,000 in each later one,
+      batch 128); estimated 15-30 min on one modern GPU.
+  "cpu" (the run the course measured, docs/results_distill.md): a reduced run that a 2-core CPU finishes in
+      hours, not days. The first teacher is DDIM with only 8 steps, so the students can at best approach
+      DDIM-8's quality; 3 rounds 8 -> 4 -> 2 -> 1 with 800/400/400 updates of batch 32 (1,600 in all), on
+      one CPU core a few seconds per update (log.jsonl records the wall time).
+  "cpu-short": the mechanics only (one round, 8 -> 4 steps, 100 updates of batch 16).
+
+The CPU run, as made for docs/results_distill.md:
+
+    python benchmarks/distill_mnist.py train --out runs/distill_cpu --preset cpu --precision fp32
+    python benchmarks/distill_mnist.py evaluate --out runs/distill_cpu --n 1000
         -> benchmarks/results/distill_mnist.md (+ .json) and docs/figures/07_mnist_students.png
-    python benchmarks/distill_mnist.py export --out runs/distill_mnist --steps 4 --name mnist_distilled_4
+    python benchmarks/distill_mnist.py export --out runs/distill_cpu --steps 4 --name mnist_distilled_4
         -> ddpm_course/weights/mnist_distilled_4.{safetensors,json}, loadable with dc.load_pretrained
 
-A short CPU run shows the mechanics only (one round, 8 -> 4 steps, 100 updates of batch 16):
-
-    python benchmarks/distill_mnist.py train --out runs/distill_cpu --preset cpu-short
+The GPU run: the same with `train --out runs/distill_mnist` (preset "gpu") and `evaluate --n 2000`.
 
 Evaluation samples unconditionally (the null label), from the same x_T for every sampler, clamps to
-[-1, 1], and reports the real-vs-real FID floor for the same n.
-"""
+[-1, 1], and reports the real-vs-real FID floor for the same n. At NFE 1, 2 and 4 it measures the teacher
+with DDIM (trailing) and DPM-Solver++(2M) (trailing and karras spacing) and the student of that many steps
+if the run has one; it also measures the run's first teacher (DDIM with the run's teacher_steps, the
+students' ceiling) and records the distillation recipe from the students' checkpoints."""
 
 from __future__ import annotations
 
@@ -37,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
     "gpu": dict(teacher_steps=256, final_steps=1, iters=3000, first_round_iters=6000, batch_size=128, lr=2e-4,
                 checkpoint_every=500),
+    "cpu": dict(teacher_steps=8, final_steps=1, iters=400, first_round_iters=800, batch_size=32, lr=2e-4,
+                checkpoint_every=50),
     "cpu-short": dict(teacher_steps=8, final_steps=4, iters=100, first_round_iters=0, batch_size=16, lr=2e-4,
                       checkpoint_every=25),
 }
@@ -92,6 +104,10 @@ def cmd_evaluate(args) -> None:
         grids[(label, nfe)] = x[:10]
         print(rows[-1], file=sys.stderr)
 
+    recipe = _recipe(args.out)
+    if recipe and recipe["teacher_steps"] not in NFES:
+        measure(f"teacher DDIM ({recipe['spacing']}), the first teacher", recipe["teacher_steps"], teacher,
+                sampler="ddim", steps=recipe["teacher_steps"], spacing=recipe["spacing"])
     for nfe in NFES:
         measure("teacher DDIM (trailing)", nfe, teacher, sampler="ddim", steps=nfe, spacing="trailing")
         measure("teacher DPM-Solver++(2M) (trailing)", nfe, teacher, sampler="dpmpp_2m", steps=nfe,
@@ -108,14 +124,20 @@ def cmd_evaluate(args) -> None:
                 steps=args.ref_steps, spacing="karras")
     floor = dc.metrics.real_baseline(args.n)
     result = {"n": args.n, "seed": args.seed, "teacher": args.teacher, "out": str(args.out),
-              "real_vs_real_fid": round(floor, 2), "rows": rows, "command": " ".join(["python", *sys.argv])}
+              "real_vs_real_fid": round(floor, 2), "distillation": recipe, "rows": rows,
+              "command": " ".join(["python", *sys.argv])}
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "distill_mnist.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Distilled MNIST student vs the teacher's samplers at equal NFE (n = {args.n})", "",
              f"Unconditional samples from the same x_T (seed {args.seed}); FID/KID with the course's MNIST "
-             f"classifier (dc.metrics). Real-vs-real FID floor at this n: {floor:.2f}.", "",
-             "| sampler | NFE | FID | KID ×1e3 | seconds |", "|---|---|---|---|---|"]
+             f"classifier (dc.metrics). Real-vs-real FID floor at this n: {floor:.2f}.", ""]
+    if recipe:
+        lines += [f"Distillation: first teacher DDIM with {recipe['teacher_steps']} steps, students "
+                  f"{recipe['rounds']} steps, {recipe['updates_per_round']} updates of batch "
+                  f"{recipe['batch_size']} ({recipe['precision']}), {recipe['wall_time_s'] / 3600:.1f} h of "
+                  f"training; `{recipe['command']}`", ""]
+    lines += ["| sampler | NFE | FID | KID ×1e3 | seconds |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['sampler']} | {r['nfe']} | {r['fid']:.2f} | {1e3 * r['kid']:.2f} ± "
                      f"{1e3 * r['kid_std']:.2f} | {r['seconds']} |")
@@ -125,13 +147,29 @@ def cmd_evaluate(args) -> None:
     print("\n".join(lines))
 
 
+def _recipe(out: Path) -> dict | None:
+    """How the students of run ``out`` were distilled (from the last round's checkpoint), or None."""
+    paths = sorted(Path(out).glob("student_*steps.pt"), key=lambda p: int(p.stem[8:-5]))  # student_0004steps
+    if not paths:
+        return None
+    ckpt = distill.load_checkpoint(paths[0])                       # the fewest steps: the last round
+    cfg = distill.DistillConfig(**{k: v for k, v in ckpt["config"].items()
+                                   if k in distill.DistillConfig.__dataclass_fields__})
+    rounds = cfg.rounds()
+    return {"teacher": cfg.teacher, "teacher_steps": cfg.teacher_steps, "rounds": rounds,
+            "updates_per_round": [cfg.iters_in_round(r) for r in range(len(rounds))],
+            "batch_size": cfg.batch_size, "lr": cfg.lr, "precision": ckpt["config"].get("precision_used",
+                                                                                          cfg.precision),
+            "spacing": cfg.spacing, "wall_time_s": round(float(ckpt["wall_time"]), 1), "command": cfg.command}
+
+
 def _figure(grids: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = sorted({k[0] for k in grids}, key=lambda lab: ("student" not in lab, lab))
+    labels = sorted({lab for lab, nfe in grids if nfe in NFES}, key=lambda lab: ("student" not in lab, lab))
     fig, axes = plt.subplots(len(labels), len(NFES), figsize=(3.2 * len(NFES), 0.55 * len(labels) + 0.4),
                              squeeze=False)
     for i, lab in enumerate(labels):

@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -375,8 +376,8 @@ def distill(cfg: DistillConfig, out: str | Path, teacher, s: NoiseSchedule, data
                 raise FloatingPointError(f"loss became {lv} in round {r + 1} at update {k}; lower the lr or "
                                          "use precision='fp32'")
             smooth = lv if smooth is None else 0.98 * smooth + 0.02 * lv
-            bar.update(1)
-            bar.set_postfix(steps=rounds[r], loss=f"{smooth:.4f}")
+            bar.set_postfix(steps=rounds[r], loss=f"{smooth:.4f}", refresh=False)
+            bar.update(1)                               # redraws at most every 0.1 s: no flood of messages
             wall = wall_start + time.perf_counter() - call_start
             if k % 50 == 0 or k == n_iters:
                 with open(out / "log.jsonl", "a") as f:
@@ -435,6 +436,57 @@ def export_student(checkpoint: str | Path, name: str, weights_dir: str | Path | 
     return path
 
 
+MEASURED = ("benchmarks/results/distill_mnist.json", "docs/figures/07_mnist_students.png")
+
+
+def measured_results(start: str | Path | None = None) -> tuple[dict | None, Path | None]:
+    """The course's measured MNIST distillation (``benchmarks/distill_mnist.py evaluate``), each file looked
+    up from ``start`` (default: the current folder) upwards, as from notebooks/ in a checkout of the course:
+    (the contents of ``benchmarks/results/distill_mnist.json``, the path of
+    ``docs/figures/07_mnist_students.png``), None for a file that is not there (a pip install without the
+    repository)."""
+    here = Path(start) if start is not None else Path.cwd()
+    found = [next((f / rel for f in (here, *here.parents) if (f / rel).is_file()), None) for rel in MEASURED]
+    return (json.loads(found[0].read_text()) if found[0] is not None else None), found[1]
+
+
+class Comparison(NamedTuple):
+    """A distilled student against the best training-free sampler at the same NFE (FID: lower is better)."""
+
+    nfe: int
+    student_fid: float
+    best_other_label: str
+    best_other_fid: float
+    delta: float                      # student_fid − best_other_fid: negative when the student is better
+
+    @property
+    def relative(self) -> float:
+        """delta as a fraction of the best other sampler's FID (−0.2: the student's FID is 20 % lower)."""
+        return self.delta / self.best_other_fid if self.best_other_fid > 0 else math.nan
+
+
+def compare_rows(rows: list[dict]) -> list[Comparison]:
+    """For each NFE with both a distilled student and a training-free sampler among ``rows`` (the records
+    of ``benchmarks/distill_mnist.py evaluate``: dicts with ``sampler``, ``nfe``, ``fid``), the student's FID
+    against the lowest FID of the other samplers at that NFE, sorted by NFE. A row is a student's when its
+    ``sampler`` label contains "student" (the best one counts if there are several); rows without a finite
+    FID are ignored."""
+    by_nfe: dict[int, tuple[list[dict], list[dict]]] = {}
+    for row in rows:
+        if not math.isfinite(float(row["fid"])):
+            continue
+        students, others = by_nfe.setdefault(int(row["nfe"]), ([], []))
+        (students if "student" in row["sampler"].lower() else others).append(row)
+    out = []
+    for nfe, (students, others) in sorted(by_nfe.items()):
+        if students and others:
+            st = min(students, key=lambda r: float(r["fid"]))
+            best = min(others, key=lambda r: float(r["fid"]))
+            out.append(Comparison(nfe, float(st["fid"]), best["sampler"], float(best["fid"]),
+                                  float(st["fid"]) - float(best["fid"])))
+    return out
+
+
 # --- a small network for the 2-D toy data ----------------------------------------------------------------
 class ToyMLP(nn.Module):
     """ε/x₀/v network for 2-D points: [x, sinusoidal embedding of t] → ``layers`` SiLU layers → 2 outputs.
@@ -457,7 +509,7 @@ class ToyMLP(nn.Module):
 
 
 def fit_to_oracle(net: nn.Module, oracle, s: NoiseSchedule, x_data: torch.Tensor, iters: int = 2000,
-                  batch_size: int = 512, lr: float = 2e-3, prediction: str = "v", generator=None,
+                  batch_size: int = 512, lr: float = 5e-3, prediction: str = "v", generator=None,
                   progress: bool = False) -> list[float]:
     """Train ``net`` to reproduce an exact oracle's prediction (converted to ``prediction``) at uniform t —
     a stand-in for "the trained diffusion model" on toy data: regression on E[ε | x_t] instead of the noisy

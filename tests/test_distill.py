@@ -303,3 +303,46 @@ def test_unet_student_is_exported_and_sampled(tmp_path):
     out, info = dc.sample(student, S, x_T, "ddim", steps=steps, spacing="trailing", prediction=prediction,
                           y=torch.tensor([3, 10]), return_info=True)
     assert out.shape == x_T.shape and info.nfe == 1 and bool(torch.isfinite(out).all())
+
+
+# --- reading the evaluation ------------------------------------------------------------------------------
+def test_compare_rows_picks_the_best_training_free_sampler_at_each_nfe():
+    rows = [
+        {"sampler": "teacher DDIM (trailing)", "nfe": 1, "fid": 90.0},
+        {"sampler": "teacher DPM-Solver++(2M) (karras)", "nfe": 1, "fid": 80.0},
+        {"sampler": "distilled student (DDIM, trailing)", "nfe": 1, "fid": 60.0},
+        {"sampler": "teacher DDIM (trailing)", "nfe": 2, "fid": 40.0},
+        {"sampler": "teacher DPM-Solver++(2M) (trailing)", "nfe": 2, "fid": 30.0},
+        {"sampler": "distilled student (DDIM, trailing)", "nfe": 2, "fid": 36.0},
+        {"sampler": "teacher DDIM (trailing)", "nfe": 4, "fid": 20.0},           # no student at NFE 4
+        {"sampler": "teacher DDIM (trailing), first teacher", "nfe": 8, "fid": 5.0},
+        {"sampler": "distilled student (DDIM, trailing)", "nfe": 16, "fid": 9.0},  # no other sampler
+        {"sampler": "teacher DPM-Solver++(2M) (karras)", "nfe": 2, "fid": float("nan")},
+    ]
+    out = D.compare_rows(rows)
+    assert [c.nfe for c in out] == [1, 2]
+    one, two = out
+    assert one == D.Comparison(1, 60.0, "teacher DPM-Solver++(2M) (karras)", 80.0, -20.0)
+    assert one.relative == pytest.approx(-0.25)
+    assert two.best_other_label == "teacher DPM-Solver++(2M) (trailing)"
+    assert two.delta == pytest.approx(6.0) and two.relative == pytest.approx(0.2)
+
+
+def test_compare_rows_on_nothing_to_compare():
+    assert D.compare_rows([]) == []
+    assert D.compare_rows([{"sampler": "teacher DDIM (trailing)", "nfe": 1, "fid": 9.0}]) == []
+
+
+def test_measured_results_are_found_from_a_subfolder_or_reported_absent(tmp_path):
+    nb = tmp_path / "course" / "notebooks"
+    nb.mkdir(parents=True)
+    assert D.measured_results(nb) == (None, None)                 # a pip install: neither file
+    results = tmp_path / "course" / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    record = {"n": 1000, "seed": 0, "real_vs_real_fid": 1.0, "rows": [], "command": "python ..."}
+    (results / "distill_mnist.json").write_text(json.dumps(record))
+    assert D.measured_results(nb) == (record, None)
+    figure = tmp_path / "course" / "docs" / "figures" / "07_mnist_students.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"png")
+    assert D.measured_results(nb) == (record, figure)
