@@ -12,7 +12,8 @@ labels at every scale, and measure
 * within-class diversity: mean pairwise distance between the classifier features of samples requested
   as the same digit, divided by the same quantity for real test digits of that digit (1 = as varied as
   the data; averaged over digits);
-* NFE per sample and wall time per sample (guidance evaluates both branches: 2 NFE per step, batched).
+* NFE per sample and wall time per sample (guidance evaluates both branches: 2 NFE per step, batched;
+  s = 0 and s = 1 need one branch only).
 
 Writes a Markdown table and a plot (accuracy and FID against s).
 
@@ -190,7 +191,8 @@ def markdown(rows, floor, args, meta, seconds):
         "real digits of that class (1 = as varied as the data).",
         f"- real-vs-real floor at n = {args.n}: FID {floor['fid']:.2f}, KID {1e3 * floor['kid']:.2f}e-3; "
         f"classifier accuracy on the real test digits {100 * floor['accuracy']:.1f} %",
-        f"- device: {meta['device']}; total wall time {seconds / 60:.1f} min",
+        f"- device: {meta['device']}; sampling time {sum(r['sec'] for r in rows) * args.n / 60:.1f} min "
+        f"over all scales (this call: {seconds / 60:.1f} min; scales found in --cache are not resampled)",
         "",
         "| s | w = s − 1 | accuracy % (worst digit) | FID | KID ×1e3 | diversity | NFE | ms / sample |",
         "|---|---|---|---|---|---|---|---|",

@@ -66,10 +66,12 @@ class EpsModel:
         if not isinstance(null, int):
             raise ValueError(f"guidance_scale={self.w} != 1 needs a class-conditional model with an integer "
                              "attribute model.null_label (the label of the unconditional branch)")
+        if self.w == 0.0:                                         # ε̃ = ε_∅: the conditional branch is unused
+            return torch.full_like(y, null)
         return torch.cat([y, torch.full_like(y, null)])           # conditional and unconditional labels
 
     def __call__(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        t, guided = self.ts[i], self.y is not None and self.w != 1.0
+        t, guided = self.ts[i], self.y is not None and self.w not in (0.0, 1.0)
         if guided:                                                # both branches in one batch of 2B
             x2 = torch.cat([x, x])
             out = self._check(self.model(x2, torch.cat([t, t]), self.y), x2).reshape(2, *x.shape)
