@@ -102,7 +102,8 @@ def report(sha: str, desc: str) -> None:
     (Q.RESULTS / "ddim_table1.md").write_text("\n".join(lines))
     summary = {"model_sha256": sha, "model": desc, "floor": floor,
                "fid": {f"eta={k[0]:g},S={k[1]},n={k[2]}": v for k, v in t["fid"].items()},
-               "kid": {f"eta={k[0]:g},S={k[1]},n={k[2]}": v for k, v in t["kid"].items()}}
+               "kid": {f"eta={k[0]:g},S={k[1]},n={k[2]}": v for k, v in t["kid"].items()},
+               "trend": trend(t["fid"], 1000)}
     (Q.RESULTS / "ddim_table1.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(t["fid"], floor, desc)
     print(f"wrote {Q.RESULTS / 'ddim_table1.md'}, .json, .png")

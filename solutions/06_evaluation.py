@@ -66,7 +66,7 @@ print("fast mode: on" if FAST else "fast mode: off (full sizes)", f"— {n_live}
 # is far from itself in pixels). **FID** (Heusel et al. 2017) maps every image to a feature vector of a
 # trained network, fits a Gaussian N(μ, C) to the features of the generated images and one to the
 # features of real images, and reports the Fréchet (2-Wasserstein) distance between the two Gaussians
-# (Heusel et al. 2017, eq. 6; Dowson & Landau 1982):
+# (the closed form of Dowson & Landau 1982, which Heusel et al. 2017 named FID):
 #
 # $$d^2\big((\mu_1, C_1), (\mu_2, C_2)\big) = \lVert\mu_1-\mu_2\rVert^2
 #   + \operatorname{Tr}\!\big(C_1 + C_2 - 2\,(C_1C_2)^{1/2}\big).$$
@@ -103,7 +103,7 @@ plt.show()
 
 # %% tags=["exercise"]
 def frechet_distance(mu1, cov1, mu2, cov2):
-    """|μ₁ − μ₂|² + Tr(C₁ + C₂ − 2 (C₁C₂)^½) (Heusel et al. 2017, eq. 6), as a float."""
+    """|μ₁ − μ₂|² + Tr(C₁ + C₂ − 2 (C₁C₂)^½) (Dowson & Landau 1982; FID of Heusel et al. 2017), as a float."""
     ### BEGIN SOLUTION
     def sqrt_psd(m):
         w, v = torch.linalg.eigh((m + m.T) / 2)
@@ -348,8 +348,11 @@ display(Markdown("\n".join(["| η | " + " | ".join(f"S = {S}" for S in PAPER_S) 
 # %%
 ours = {}  # (η, S) -> [FID per seed], n = 1000
 table_path = find_repo_file("benchmarks/results/ddim_table1.json")
+trend_lines = []
 if table_path:
-    for key, vals in json.loads(table_path.read_text())["fid"].items():
+    table_json = json.loads(table_path.read_text())
+    trend_lines = table_json.get("trend", [])
+    for key, vals in table_json["fid"].items():
         kv = dict(part.split("=") for part in key.split(","))
         if int(kv["n"]) == 1000:
             ours[(float(kv["eta"]), int(kv["S"]))] = vals
@@ -370,6 +373,10 @@ if ours:
                                   for e in etas])))
 else:
     print("no committed DDIM results found; the live slice below computes a corner of the table")
+if trend_lines:
+    print("The trend, as benchmarks/ddim_table1.py computes it from these cells:")
+    for line in trend_lines:
+        print(" -", line)
 
 # %% [markdown]
 # ## A slice recomputed live
