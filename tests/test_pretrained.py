@@ -105,6 +105,30 @@ def test_shipped_mnist_weights_verify_and_load():
     assert torch.isfinite(eps).all() and eps.abs().mean() > 0.1   # trained weights, not the zero init
 
 
+@pytest.mark.parametrize("name", ["mnist_distilled_4", "mnist_distilled_1"])
+def test_shipped_distilled_students_draw_the_requested_digits_in_few_steps(name):
+    """The student, sampled as its manifest says, draws recognisable digits where the teacher with the
+    same number of DDIM steps cannot (measured: 94 % vs 41 % at one step, 94 % vs 90 % at four)."""
+    meta = manifest(name)
+    assert meta["sha256"] == pretrained.sha256(pretrained.WEIGHTS_DIR / meta["file"])
+    assert meta["distillation"]["teacher"] == "mnist"
+    assert meta["export_command"].startswith("python benchmarks/distill_mnist.py export")
+    how = meta["sampling"]
+    assert (how["sampler"], how["prediction"], how["steps"]) == ("ddim", "v", int(name.rsplit("_", 1)[1]))
+    student, s = dc.load_pretrained(name, device="cpu")
+    teacher, _ = dc.load_pretrained("mnist", device="cpu")
+    y = torch.arange(100) % 10
+    x_T = torch.randn(100, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    kw = dict(sampler="ddim", steps=how["steps"], spacing=how["spacing"], y=y)
+    with torch.no_grad():
+        x_student = dc.sample(student, s, x_T, prediction="v", **kw).clamp(-1, 1)
+        x_teacher = dc.sample(teacher, s, x_T, **kw).clamp(-1, 1)
+    acc_student = (dc.metrics.classify(x_student) == y).float().mean().item()
+    acc_teacher = (dc.metrics.classify(x_teacher) == y).float().mean().item()
+    assert acc_student >= 0.85, acc_student
+    assert acc_student > acc_teacher, (acc_student, acc_teacher)
+
+
 @pytest.mark.slow
 def test_load_pretrained_from_an_installed_wheel(tmp_path):
     """Build the wheel, install it into a folder outside the repo, load the weights from another cwd."""
