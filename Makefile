@@ -74,7 +74,7 @@ site: $(SITE_STAMP)
 # Playwright's Python package drives Debian's chromium; Playwright's own browser download is never used.
 test-browser: $(BROWSER_STAMP) site
 	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  echo "make: installing Debian's chromium" && apt-get update -qq && apt-get install -y -qq chromium; } || \
+	  echo "make: installing Debian's chromium" && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "make: test-browser needs Chromium at $(CHROMIUM): apt-get install chromium (as root)," \
 	    "or pass CHROMIUM=/path/to/chromium" >&2; exit 1; }
 	DDPM_COURSE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -p no:cacheprovider -v browser_tests
