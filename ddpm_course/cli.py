@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--warmup", type=int, default=200)
+    t.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="after the warm-up: constant, or cosine decay to 0 at --steps")
+    t.add_argument("--loss-weighting", default="simple", choices=["simple", "min_snr"],
+                   help="simple: DDPM eq. 14; min_snr: weight min(SNR, gamma)/SNR (Hang et al. 2023)")
+    t.add_argument("--min-snr-gamma", type=float, default=5.0)
+    t.add_argument("--keep-every", type=int, default=0,
+                   help="also keep OUT/snap_STEP.pt (EMA weights) every K steps, for a learning curve")
     t.add_argument("--ema-decay", type=float, default=0.999)
     t.add_argument("--label-dropout", type=float, default=0.1)
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
@@ -81,7 +88,9 @@ def cmd_train(a) -> int:
 
     data = a.data or ("cifar10" if a.config == "cifar10" else "mnist_subset")
     cfg = TrainConfig(model=a.config, data=data, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                      warmup=a.warmup, ema_decay=a.ema_decay, label_dropout=a.label_dropout,
+                      warmup=a.warmup, lr_schedule=a.lr_schedule, loss_weighting=a.loss_weighting,
+                      min_snr_gamma=a.min_snr_gamma, keep_every=a.keep_every, ema_decay=a.ema_decay,
+                      label_dropout=a.label_dropout,
                       precision=a.precision, seed=a.seed, checkpoint_every=a.checkpoint_every,
                       sample_every=a.sample_every, command=shlex.join(["ddpm-course", *a.argv]))
     last = train(cfg, a.out, resume=a.resume, progress=not a.no_progress)

@@ -117,10 +117,23 @@ def _ab(ab, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(ab, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
 
 
+def min_snr_weight(t: torch.Tensor, s: NoiseSchedule, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-γ loss weight for ε-prediction (Hang et al. 2023, eq. 9 with ε-targets):
+    w_t = min(SNR(t), γ) / SNR(t), SNR(t) = ᾱ_t / (1 − ᾱ_t). It is 1 at high noise (SNR ≤ γ) and
+    down-weights the nearly clean timesteps, whose easy gradients otherwise dominate early training."""
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0, got {gamma!r}")
+    snr = torch.exp(s.log_snr[t.cpu()])                              # (B,) float64
+    return torch.clamp(snr, max=gamma) / snr
+
+
 def simple_loss(model, x0: torch.Tensor, s: NoiseSchedule, y: torch.Tensor | None = None,
                 t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """DDPM's simple objective (eq. 14): E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖², t uniform."""
+                generator: torch.Generator | None = None,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+    """DDPM's simple objective (eq. 14): E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖², t uniform.
+
+    weight: optional per-sample loss weights (B,), e.g. ``min_snr_weight(t, s)``; None is eq. 14 itself."""
     B = x0.shape[0]
     if t is None:
         t = torch.randint(0, s.T, (B,), generator=generator, device="cpu")
@@ -129,4 +142,7 @@ def simple_loss(model, x0: torch.Tensor, s: NoiseSchedule, y: torch.Tensor | Non
     x_t = q_sample(x0, t, noise, s)
     t = t.to(x0.device)
     eps = model(x_t, t) if y is None else model(x_t, t, y)
-    return torch.mean((noise - eps) ** 2)
+    if weight is None:
+        return torch.mean((noise - eps) ** 2)
+    per_sample = ((noise - eps) ** 2).flatten(1).mean(1)                # (B,)
+    return torch.mean(_bcast(weight, per_sample).reshape(-1) * per_sample)

@@ -168,6 +168,51 @@ def accuracy(images: torch.Tensor, labels: torch.Tensor, ref: str = "mnist") -> 
     return (classify(images, ref).cpu() == labels.cpu()).double().mean().item()
 
 
+def class_shares(images: torch.Tensor, ref: str = "mnist") -> torch.Tensor:
+    """Fraction of the images the classifier reads as each class, float64 (num_classes,), summing to 1.
+    An unconditional model that learnt p(x) gives each MNIST digit about 10 %."""
+    pred = classify(images, ref).cpu()
+    return torch.bincount(pred, minlength=10).double() / pred.numel()
+
+
+@dataclass(frozen=True)
+class Memorisation:
+    """Nearest-neighbour test for copying: d_train, d_held are each sample's pixel-space L2 distance to
+    its nearest training digit and to its nearest held-out digit (equal-sized sets).
+
+    train_closer: fraction of samples nearer to a training digit than to any held-out digit. A model that
+    generalises draws from p(x), which the two sets sample alike: about 0.5. A model that copies its
+    training set: towards 1. ratio: median of d_train / d_held (about 1, or below 1 when copying).
+    copies: fraction with d_train < d_held / 3 (a near-duplicate of a training digit)."""
+    train_closer: float
+    ratio: float
+    copies: float
+    n_ref: int
+
+
+@torch.no_grad()
+def memorisation(images: torch.Tensor, train: torch.Tensor, held_out: torch.Tensor,
+                 seed: int = 0) -> Memorisation:
+    """Compare each image's nearest neighbour among ``train`` and among ``held_out`` (images in [-1, 1]);
+    the larger set is subsampled (``seed``) to the size of the smaller, so neither side has more chances."""
+    for name, v in (("images", images), ("train", train), ("held_out", held_out)):
+        if not isinstance(v, torch.Tensor) or v.dim() != 4 or v.shape[0] < 1:
+            raise ValueError(f"{name} must be a tensor of shape (N, C, H, W) with N >= 1")
+    if train.shape[1:] != images.shape[1:] or held_out.shape[1:] != images.shape[1:]:
+        raise ValueError(f"train and held_out must have the images' shape {tuple(images.shape[1:])}, got "
+                         f"{tuple(train.shape[1:])} and {tuple(held_out.shape[1:])}")
+    m = min(train.shape[0], held_out.shape[0])
+    g = torch.Generator().manual_seed(seed)
+    train = train[torch.randperm(train.shape[0], generator=g)[:m]]
+    held_out = held_out[torch.randperm(held_out.shape[0], generator=g)[:m]]
+    x = images.flatten(1).double().cpu()
+    d_train = torch.cdist(x, train.flatten(1).double().cpu()).min(1).values      # (N,)
+    d_held = torch.cdist(x, held_out.flatten(1).double().cpu()).min(1).values    # (N,)
+    return Memorisation(train_closer=(d_train < d_held).double().mean().item(),
+                        ratio=(d_train / d_held).median().item(),
+                        copies=(d_train < d_held / 3).double().mean().item(), n_ref=m)
+
+
 # --- Fréchet distance ----------------------------------------------------------------------------
 def gaussian_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased covariance (N − 1 denominator) of features (N, d), in float64."""

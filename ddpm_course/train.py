@@ -2,8 +2,9 @@
 
     repeat: x_0 ~ data, t ~ Uniform{1…T}, ε ~ N(0, I);  step on ∇_θ ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²
 
-plus the engineering every real run needs: AdamW with a short linear warm-up then a constant learning
-rate (so a run can be stopped at any checkpoint), gradient clipping, an exponential moving average (EMA)
+plus the engineering every real run needs: AdamW with a short linear warm-up, then a constant learning
+rate (so a run can be stopped at any checkpoint) or a cosine decay to zero at the last step, optional
+min-SNR-γ loss weighting (Hang et al. 2023), gradient clipping, an exponential moving average (EMA)
 of the weights (the weights one samples with), label dropout to the null label for classifier-free
 guidance (Ho & Salimans 2022), mixed precision, atomic checkpoints with resume, and DDP under torchrun.
 
@@ -26,12 +27,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .diffusion import simple_loss
+from .diffusion import min_snr_weight, simple_loss
 from .schedule import NoiseSchedule
 from .unet import UNet, get_config
 
 CHECKPOINT_FORMAT = "ddpm-course-checkpoint"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+LR_SCHEDULES = ("constant", "cosine")
+LOSS_WEIGHTINGS = ("simple", "min_snr")
 
 
 class CheckpointError(ValueError):
@@ -47,7 +50,10 @@ class TrainConfig:
     steps: int = 4000
     batch_size: int = 128            # global batch (split over DDP ranks)
     lr: float = 5e-4
-    warmup: int = 200                # linear warm-up steps, then constant
+    warmup: int = 200                # linear warm-up steps, then lr_schedule
+    lr_schedule: str = "constant"    # constant, or cosine: ½(1 + cos(π·progress)) down to 0 at `steps`
+    loss_weighting: str = "simple"   # simple (eq. 14) or min_snr: w_t = min(SNR_t, γ)/SNR_t
+    min_snr_gamma: float = 5.0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -55,6 +61,7 @@ class TrainConfig:
     precision: str = "auto"          # auto: bf16/fp16 on CUDA, fp32 elsewhere
     seed: int = 0
     checkpoint_every: int = 500
+    keep_every: int = 0              # > 0: also keep snap_<step>.pt (EMA weights) every this many steps
     sample_every: int = 0            # 0: a sample grid at every checkpoint; < 0: never
     schedule: str = "linear"         # linear (DDPM) or cosine
     T: int = 1000
@@ -76,6 +83,14 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.lr <= 0 or self.warmup < 0 or self.grad_clip <= 0:
             raise ValueError("need lr > 0, warmup >= 0 and grad_clip > 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if not self.min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma!r}")
+        if not isinstance(self.keep_every, int) or isinstance(self.keep_every, bool) or self.keep_every < 0:
+            raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
         get_config(self.model)
 
 
@@ -84,6 +99,16 @@ def make_schedule(cfg: dict | TrainConfig) -> NoiseSchedule:
     if cfg.get("schedule", "linear") == "cosine":
         return NoiseSchedule.cosine(T=cfg.get("T", 1000))
     return NoiseSchedule.linear(T=cfg.get("T", 1000))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of update number step + 1: linear warm-up over cfg.warmup steps, then constant
+    or a cosine decay, lr · ½(1 + cos(π (step − warmup)/(steps − warmup))), reaching 0 at cfg.steps."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    if cfg.lr_schedule == "constant" or step < cfg.warmup:
+        return cfg.lr * warm
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # --- EMA ---------------------------------------------------------------------------------------------
@@ -232,6 +257,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
                 "scaler": scaler.state_dict(),
                 "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()}}
 
+    def snapshot() -> dict:
+        """EMA weights only: enough for model_from_checkpoint and a learning-curve evaluation."""
+        return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "wall_time": wall,
+                "images_seen": step * cfg.batch_size,
+                "config": {**asdict(cfg), "model_config": model_cfg.to_dict(), "precision_used": precision},
+                "ema": ema.state_dict()}
+
     from tqdm.auto import tqdm
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and main), desc="train",
                dynamic_ncols=True)
@@ -249,10 +281,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
             y = y.to(device)
         t = torch.randint(0, s.T, (per_rank,), generator=gen)                 # uniform t (eq. 14)
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        for g in opt.param_groups:                                            # warm-up, then constant
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        for g in opt.param_groups:                                            # warm-up, then schedule
+            g["lr"] = learning_rate(cfg, step)
+        w = min_snr_weight(t, s, cfg.min_snr_gamma) if cfg.loss_weighting == "min_snr" else None
         with _autocast(precision, device):
-            loss = simple_loss(net, x0, s, y=y, t=t, noise=noise)
+            loss = simple_loss(net, x0, s, y=y, t=t, noise=noise, weight=w)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss.float()).backward()
         scaler.unscale_(opt)
@@ -273,11 +306,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, "loss": round(smooth, 5),
                                     "grad_norm": round(float(grad_norm), 4), "lr": opt.param_groups[0]["lr"],
+                                    "images_seen": step * cfg.batch_size,
                                     "img_per_s": round(rate, 1), "wall_time": round(wall, 1)}) + "\n")
         at_end = step == cfg.steps or (stop_after is not None and done_here == stop_after)
-        if step % cfg.checkpoint_every == 0 or at_end:
+        keep = cfg.keep_every > 0 and step % cfg.keep_every == 0                 # learning-curve snapshot
+        if step % cfg.checkpoint_every == 0 or at_end or keep:
             if main:
                 save_checkpoint(last, state())
+                if keep:
+                    save_checkpoint(out / f"snap_{step:06d}.pt", snapshot())
                 every = cfg.sample_every or cfg.checkpoint_every
                 if cfg.sample_every >= 0 and (step % every == 0 or at_end):
                     save_grid(ema, s, out / f"samples_{step:06d}.png", conditional, device)

@@ -117,3 +117,28 @@ def test_simple_loss(s):
     spy = lambda x, t, y: calls.append(y) or torch.zeros_like(x)
     D.simple_loss(spy, x0[:3], s, y=torch.tensor([1, 2, 3]))
     assert calls[0].tolist() == [1, 2, 3]
+
+
+def test_min_snr_weight_is_hang_et_al_eq_for_eps(s):
+    """w_t = min(SNR_t, γ)/SNR_t: 1 where SNR ≤ γ (high noise), γ/SNR where the sample is nearly clean."""
+    t = torch.arange(s.T)
+    w = D.min_snr_weight(t, s, gamma=5.0)
+    snr = s.alpha_bars / (1 - s.alpha_bars)
+    assert torch.allclose(w, torch.clamp(snr, max=5.0) / snr)
+    assert w[-1].item() == 1.0 and w[0].item() == pytest.approx(5.0 / snr[0].item())
+    assert (w[1:] >= w[:-1]).all()                  # monotone: SNR falls as t grows
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        D.min_snr_weight(t, s, gamma=0.0)
+
+
+def test_weighted_simple_loss_weights_each_sample(s):
+    """With per-sample weights the loss is mean_b w_b · mean_pixels (ε − ε̂)²; weight 1 is eq. 14."""
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(6, 1, 4, 4, generator=g), torch.randn(6, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 10, 100, 400, 800, 999])
+    zero = lambda x, t: torch.zeros_like(x)
+    w = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    plain = D.simple_loss(zero, x0, s, t=t, noise=noise)
+    assert D.simple_loss(zero, x0, s, t=t, noise=noise, weight=torch.ones(6)).item() == pytest.approx(plain.item())
+    expect = noise[3:].pow(2).flatten(1).mean(1).sum() / 6
+    assert D.simple_loss(zero, x0, s, t=t, noise=noise, weight=w).item() == pytest.approx(expect.item())

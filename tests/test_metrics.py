@@ -267,3 +267,27 @@ def test_timer_and_time_per_sample():
     assert 0.004 < per < 0.25
     with pytest.raises(ValueError, match="n must be a positive int"):
         M.time_per_sample(lambda: None, n=0)
+
+
+# --- class shares and memorisation ---------------------------------------------------------------------
+def test_class_shares_sum_to_one_and_find_a_single_class(test_split):
+    x, y = test_split
+    shares = M.class_shares(x)
+    assert shares.shape == (10,) and shares.sum().item() == pytest.approx(1.0)
+    assert (shares > 0.07).all() and (shares < 0.13).all()        # the held-out digits are balanced
+    assert M.class_shares(x[y == 3])[3].item() > 0.95
+
+
+def test_memorisation_tells_copies_from_fresh_digits(test_split, train_digits):
+    """Training digits themselves are copies (train-closer 1, ratio 0); fresh real digits, which the
+    two reference sets sample alike, are nearer to either about half of the time."""
+    held, _ = test_split
+    copies = M.memorisation(train_digits[:200], train_digits[:500], held[500:])
+    assert copies.train_closer == 1.0 and copies.copies == 1.0 and copies.ratio < 1e-3
+    assert copies.n_ref == 500
+    half = M.memorisation(train_digits[:200], train_digits, held[500:])   # subsampled to 500 of 1,000
+    assert 0.3 < half.copies < 0.7
+    fresh = M.memorisation(held[:500], train_digits, held[500:])
+    assert 0.4 < fresh.train_closer < 0.6 and 0.9 < fresh.ratio < 1.1 and fresh.copies < 0.01
+    with pytest.raises(ValueError, match="train and held_out must have the images' shape"):
+        M.memorisation(held[:5], train_digits[:, :, :14], held)

@@ -222,3 +222,44 @@ def test_ddp_two_cpu_processes_on_gloo(tmp_path):
     rep = torch.load(out / "replicas.pt", weights_only=True)
     assert rep["world"] == 2
     assert torch.equal(rep["rank0"], rep["rank1"])  # gradients were all-reduced: replicas in lock-step
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from ddpm_course.train import learning_rate
+
+    cfg = tiny_cfg(steps=110, warmup=10, lr=1e-3, lr_schedule="cosine")
+    lrs = [learning_rate(cfg, i) for i in range(cfg.steps)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)     # linear warm-up
+    assert lrs[10] == pytest.approx(1e-3) and lrs[60] == pytest.approx(5e-4)   # half-way: lr/2
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] < 1e-6
+    const = tiny_cfg(steps=110, warmup=10, lr=1e-3)
+    assert [learning_rate(const, i) for i in (9, 50, 109)] == [pytest.approx(1e-3)] * 3
+
+
+def test_recipe_options_are_used_and_recorded(tmp_path):
+    """min-SNR and cosine change the run (other weights than the default recipe); keep_every keeps
+    EMA snapshots that load like checkpoints and record the images seen; the log records the lr."""
+    data = tiny_data()
+    a = torch.load(train(tiny_cfg(), tmp_path / "a", data=data, device=CPU, progress=False), weights_only=True)
+    cfg = tiny_cfg(loss_weighting="min_snr", min_snr_gamma=1.0, lr_schedule="cosine", keep_every=2)
+    b = torch.load(train(cfg, tmp_path / "b", data=data, device=CPU, progress=False), weights_only=True)
+    assert any(not torch.equal(a["model"][k], v) for k, v in b["model"].items())
+    assert b["config"]["loss_weighting"] == "min_snr" and b["config"]["lr_schedule"] == "cosine"
+    snaps = sorted((tmp_path / "b").glob("snap_*.pt"))
+    assert [p.name for p in snaps] == ["snap_000002.pt", "snap_000004.pt"]
+    snap = load_checkpoint(snaps[-1])
+    assert snap["images_seen"] == 4 * 8 and "optimizer" not in snap
+    assert all(torch.equal(snap["ema"][k], v) for k, v in b["ema"].items())
+    model_from_checkpoint(snap)
+    assert not list((tmp_path / "a").glob("snap_*.pt"))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(lr_schedule="linear"), "lr_schedule must be one of"),
+    (dict(loss_weighting="snr"), "loss_weighting must be one of"),
+    (dict(min_snr_gamma=0.0), "min_snr_gamma must be > 0"),
+    (dict(keep_every=-1), "keep_every must be an integer >= 0"),
+])
+def test_bad_recipe_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_cfg(**kw).validate()
