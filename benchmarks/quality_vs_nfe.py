@@ -209,6 +209,7 @@ def score(cell: Cell, images_u8: torch.Tensor, gen: dict) -> dict:
            "seconds": round(gen["seconds"], 2), "seconds_per_sample": gen["seconds"] / cell.n,
            "cpu_seconds_per_sample": gen["cpu_seconds"] / cell.n,
            "clipped_fraction": gen["clipped"] / images_u8.numel()}
+    out["class_shares"] = metrics.class_shares(x).tolist()      # the digits the classifier reads
     if cell.kind == "cond":
         y = torch.arange(cell.n) % 10
         pred = metrics.classify(x)

@@ -240,7 +240,8 @@ def test_recipe_options_are_used_and_recorded(tmp_path):
     """min-SNR and cosine change the run (other weights than the default recipe); keep_every keeps
     EMA snapshots that load like checkpoints and record the images seen; the log records the lr."""
     data = tiny_data()
-    a = torch.load(train(tiny_cfg(), tmp_path / "a", data=data, device=CPU, progress=False), weights_only=True)
+    a = torch.load(train(tiny_cfg(), tmp_path / "a", data=data, device=CPU, progress=False),
+                   weights_only=True)
     cfg = tiny_cfg(loss_weighting="min_snr", min_snr_gamma=1.0, lr_schedule="cosine", keep_every=2)
     b = torch.load(train(cfg, tmp_path / "b", data=data, device=CPU, progress=False), weights_only=True)
     assert any(not torch.equal(a["model"][k], v) for k, v in b["model"].items())
