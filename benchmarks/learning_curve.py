@@ -110,6 +110,20 @@ def recipe_label(rec: dict) -> str:
             f"label dropout {r['label_dropout']:g}")
 
 
+COLUMNS = " ".join("""
+Columns: images seen (training examples drawn); FID/KID×10³ unconditional (null label) and conditional
+(balanced labels, guidance 1); the smallest and largest digit share of the unconditional samples (target
+7–13 %); clipped = pixels outside [−1, 1] before clipping / more than one 8-bit level outside (a background
+pixel at −1.001 counts in the first only); accuracy = conditional samples read as the requested digit;
+train-closer = fraction of unconditional samples nearer to a training digit than to any held-out digit
+(0.5 = no copying, 1 = copies); copies = fraction with d_train < d_held / 3.""".split())
+
+
+def far(cell: dict) -> str:
+    v = cell.get("clipped_far_fraction")
+    return "–" if v is None else f"{v:.1%}"
+
+
 def report(floor_seeds: int = 3) -> None:
     pts = load_points()
     if not pts:
@@ -126,12 +140,7 @@ def report(floor_seeds: int = 3) -> None:
              "held-out digits; samples quantised to 8 bits).", ""]
     for n, f in floor.items():
         lines.append(f"Real-vs-real FID floor at n = {n}: {sum(f) / len(f):.3f} (mean of {len(f)} draws).")
-    lines += ["", "Columns: images seen (training examples drawn); FID/KID×10³ unconditional (null label) "
-              "and conditional (balanced labels, guidance 1); the smallest and largest digit share of the "
-              "unconditional samples (target 7–13 %); pixels outside [−1, 1] before clipping; accuracy = "
-              "conditional samples read as the requested digit; train-closer = fraction of unconditional "
-              "samples nearer to a training digit than to any held-out digit (0.5 = no copying, 1 = copies); "
-              "copies = fraction with d_train < d_held / 3.", ""]
+    lines += ["", COLUMNS, ""]
     for label, ps in runs.items():
         ps.sort(key=lambda p: p["images_seen"])
         lines += [f"## {label}", "", "| step | images seen | n | FID uncond | KID×10³ uncond | FID cond | "
@@ -144,7 +153,8 @@ def report(floor_seeds: int = 3) -> None:
                 f"| {p['step']} | {p['images_seen']:,} | {p['n']} | {u['fid']:.2f} | "
                 f"{u['kid_mean'] * 1e3:.2f} | "
                 f"{c['fid']:.2f} | {c['kid_mean'] * 1e3:.2f} | {min(sh):.1%} ({sh.index(min(sh))})–"
-                f"{max(sh):.1%} ({sh.index(max(sh))}) | {u['clipped_fraction']:.1%} | {c['accuracy']:.1%} | "
+                f"{max(sh):.1%} ({sh.index(max(sh))}) | {u['clipped_fraction']:.1%} / {far(u)} | "
+                f"{c['accuracy']:.1%} | "
                 f"{u['memorisation']['train_closer']:.2f} | {u['memorisation']['copies']:.1%} |")
         lines += ["", f"Command: `{ps[0]['command']}`", ""]
     shas = sorted({(p["run"], p["step"], p["model_sha256"]) for p in pts}, key=lambda r: (r[0], r[1] or 0))
@@ -175,8 +185,8 @@ def plot(runs: dict, floor: dict, out: Path) -> None:
                      label=f"{short} max")
         axes[1].plot(xs, [min(p["uncond"]["class_shares"]) for p in ps], marker=mk, ls="--", color=col,
                      label=f"{short} min")
-        axes[2].plot(xs, [p["uncond"]["clipped_fraction"] for p in ps], marker=mk, color=col,
-                     label=f"{short} clipped")
+        axes[2].plot(xs, [p["uncond"].get("clipped_far_fraction", float("nan")) for p in ps], marker=mk,
+                     color=col, label=f"{short} clipped > 1 level")
         axes[2].plot(xs, [p["uncond"]["memorisation"]["train_closer"] for p in ps], marker=mk, ls=":",
                      color=col, label=f"{short} train-closer")
     for f in floor.values():
@@ -188,7 +198,7 @@ def plot(runs: dict, floor: dict, out: Path) -> None:
                 title="smallest / largest digit share (target band green)")
     axes[2].axhline(0.5, color="gray", ls="--", lw=1)
     axes[2].set(xlabel="training images seen (thousands)", ylabel="fraction",
-                title="pixels clipped; samples nearer a training digit")
+                title="pixels > 1 level outside [−1, 1]; samples nearer a training digit")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -49,6 +49,8 @@ BATCH = 250                      # fixed: the noise of batch b comes from seed·
                                  # depend on how a run was interrupted
 NFES = (5, 10, 20, 50, 100)
 KID_SUBSETS = 100
+FAR = 2 / 255                    # one 8-bit level: a background pixel at −1.001 is clipped but harmless;
+                                 # clipped_far counts pixels more than one level outside [−1, 1]
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def generate(model, s, cell: Cell, sha: str, device, progress: bool = True) -> t
     """n samples as uint8 (n, 1, 28, 28), resuming from the partial file of an interrupted run."""
     partial = CACHE / "partial" / f"{cell.path(sha).stem}.pt"
     done = {"images": torch.zeros(0, 1, 28, 28, dtype=torch.uint8), "seconds": 0.0, "cpu_seconds": 0.0,
-            "clipped": 0, "nfe": 0}
+            "clipped": 0, "clipped_far": 0, "nfe": 0}
     if partial.is_file():
         done = torch.load(partial, weights_only=True)
     n_batches = math.ceil(cell.n / BATCH)
@@ -192,7 +194,8 @@ def generate(model, s, cell: Cell, sha: str, device, progress: bool = True) -> t
         x = x.cpu()
         done = {"images": torch.cat([done["images"], to_uint8(x)]), "seconds": done["seconds"] + t.seconds,
                 "cpu_seconds": done.get("cpu_seconds", 0.0) + time.process_time() - cpu0,
-                "clipped": done["clipped"] + int((x.abs() > 1).sum()), "nfe": info.nfe}
+                "clipped": done["clipped"] + int((x.abs() > 1).sum()),
+                "clipped_far": done.get("clipped_far", 0) + int((x.abs() > 1 + FAR).sum()), "nfe": info.nfe}
         if b < n_batches - 1:
             partial.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(partial, lambda p, d=done: torch.save(d, p))
@@ -208,7 +211,8 @@ def score(cell: Cell, images_u8: torch.Tensor, gen: dict) -> dict:
     out = {"fid": metrics.fid(x), "kid_mean": k.mean, "kid_std": k.std, "nfe": gen["nfe"],
            "seconds": round(gen["seconds"], 2), "seconds_per_sample": gen["seconds"] / cell.n,
            "cpu_seconds_per_sample": gen["cpu_seconds"] / cell.n,
-           "clipped_fraction": gen["clipped"] / images_u8.numel()}
+           "clipped_fraction": gen["clipped"] / images_u8.numel(),
+           "clipped_far_fraction": gen.get("clipped_far", 0) / images_u8.numel()}
     out["class_shares"] = metrics.class_shares(x).tolist()      # the digits the classifier reads
     if cell.kind == "cond":
         y = torch.arange(cell.n) % 10
