@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--name", required=True)
     e.add_argument("--weights-dir", default=None, help="default: the package's weights folder")
+    e.add_argument("--sampler", default=None, help="sampling recipe to record, e.g. dpmpp_2m")
+    e.add_argument("--sampling-steps", type=int, default=None, help="steps of that recipe")
+    e.add_argument("--spacing", default=None, help="its spacing: leading, trailing, linspace or karras")
     return p
 
 
@@ -100,8 +103,23 @@ def cmd_train(a) -> int:
 
 def cmd_export(a) -> int:
     from .pretrained import export
+    from .samplers import SAMPLERS
+    from .schedule import SPACINGS
 
-    path = export(a.checkpoint, a.name, a.weights_dir, command=shlex.join(["ddpm-course", *a.argv]))
+    extra = None
+    if a.sampler is not None:
+        if a.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler must be one of {sorted(SAMPLERS)}, got {a.sampler!r}")
+        if a.sampling_steps is None or a.sampling_steps < 1:
+            raise ValueError("--sampler needs --sampling-steps N with N >= 1")
+        if a.spacing is not None and a.spacing not in SPACINGS:
+            raise ValueError(f"--spacing must be one of {SPACINGS}, got {a.spacing!r}")
+        extra = {"sampling": {"sampler": a.sampler, "steps": a.sampling_steps,
+                              **({"spacing": a.spacing} if a.spacing else {})}}
+    elif a.sampling_steps is not None or a.spacing is not None:
+        raise ValueError("--sampling-steps and --spacing describe a recipe: give --sampler too")
+    path = export(a.checkpoint, a.name, a.weights_dir, command=shlex.join(["ddpm-course", *a.argv]),
+                  extra=extra)
     print(path)
     return 0
 

@@ -93,10 +93,16 @@ def load_pretrained(name: str = "mnist", device: torch.device | str | None = Non
     return model, make_schedule(meta.get("schedule", {}))
 
 
+RECIPE_KEYS = ("lr", "warmup", "lr_schedule", "loss_weighting", "min_snr_gamma", "label_dropout", "grad_clip",
+               "weight_decay", "ema_decay", "seed")
+
+
 def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = None,
-           command: str | None = None) -> Path:
+           command: str | None = None, extra: dict | None = None) -> Path:
     """Write the EMA weights of a training checkpoint as ``<name>.safetensors`` plus ``<name>.json``
-    (sha256, model config, schedule, training command, steps, wall time). Returns the manifest path."""
+    (sha256, model config, schedule, training command and recipe, steps, images seen, wall time, the
+    machine it trained on). ``extra``: more manifest entries (e.g. a ``sampling`` recipe). Returns the
+    manifest path."""
     from safetensors.torch import save_file
 
     from .train import load_checkpoint
@@ -124,6 +130,10 @@ def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = N
         "command": cfg.get("command", ""),
         "export_command": command or f"ddpm-course export --checkpoint {checkpoint} --name {name}",
         "parameters": int(sum(v.numel() for v in tensors.values())),
+        "images_seen": ckpt["step"] * cfg["batch_size"],
+        "recipe": {k: cfg[k] for k in RECIPE_KEYS if k in cfg},
+        "machine": ckpt.get("machine", "not recorded in the checkpoint"),
+        **(extra or {}),
     }
     path = folder / f"{name}.json"
     path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -173,6 +173,15 @@ def model_from_checkpoint(ckpt: dict, ema: bool = True) -> UNet:
     return model.eval()
 
 
+def describe_machine(device: torch.device, world: int = 1) -> str:
+    """Where a run trains, for the record: device, processes, threads, CPU count, torch version."""
+    import platform
+
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
+    return (f"{dev} ({device.type}), {world} process(es) × {torch.get_num_threads()} thread(s), "
+            f"{os.cpu_count()} CPUs, torch {torch.__version__}")
+
+
 # --- the loop ----------------------------------------------------------------------------------------
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -250,8 +259,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
     per_rank = cfg.batch_size // world
     conditional = model_cfg.num_classes is not None
 
+    machine = describe_machine(device, world)
+
     def state() -> dict:
         return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "wall_time": wall,
+                "machine": machine,
                 "config": {**asdict(cfg), "model_config": model_cfg.to_dict(), "precision_used": precision},
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(),

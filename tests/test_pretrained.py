@@ -37,10 +37,35 @@ def test_export_writes_safetensors_and_manifest(exported):
     assert meta["sha256"] == pretrained.sha256(folder / "tiny.safetensors")
     assert meta["command"] == "ddpm-course train --config tiny (test)"
     assert meta["config"]["base_channels"] == 8 and meta["schedule"] == {"schedule": "linear", "T": 1000}
+    assert meta["images_seen"] == 2 * 4 and meta["recipe"]["lr"] == cfg_default("lr")
+    assert meta["recipe"]["loss_weighting"] == "simple" and meta["recipe"]["label_dropout"] == 0.1
+    assert "CPU" in meta["machine"] and torch.__version__ in meta["machine"]
     state = load_state_dict("tiny", folder)
     ema = torch.load(last, weights_only=True)["ema"]
     assert state.keys() == ema.keys()
     assert all(torch.equal(state[k], ema[k]) for k in ema)
+
+
+def cfg_default(name):
+    return getattr(TrainConfig(), name)
+
+
+def test_cli_export_records_a_sampling_recipe_and_rejects_a_bad_one(exported, tmp_path, capsys):
+    from ddpm_course import cli
+
+    last, _ = exported
+    args = ["export", "--checkpoint", str(last), "--name", "t2", "--weights-dir", str(tmp_path)]
+    assert cli.main([*args, "--sampler", "dpmpp_2m", "--sampling-steps", "20", "--spacing", "karras"]) == 0
+    how = manifest("t2", tmp_path)["sampling"]
+    assert how == {"sampler": "dpmpp_2m", "steps": 20, "spacing": "karras"}
+    model, s = load_pretrained("t2", device="cpu", weights_dir=tmp_path)
+    assert dc.sample(model, s, torch.randn(1, 1, 28, 28), **how).shape == (1, 1, 28, 28)
+    for bad, msg in ((["--sampler", "rk4", "--sampling-steps", "2"], "--sampler must be one of"),
+                     (["--sampler", "ddim"], "--sampler needs --sampling-steps"),
+                     (["--sampling-steps", "3"], "give --sampler too")):
+        capsys.readouterr()
+        assert cli.main([*args, *bad]) == 1
+        assert msg in capsys.readouterr().err
 
 
 def test_load_pretrained_from_a_folder(exported):
