@@ -566,11 +566,16 @@ else:
 # %% [markdown]
 # The same comparison live, on a few samples (and FID on 1,000 in full mode): the teacher's DDIM and
 # DPM-Solver++(2M) at NFE = 1, 2, 4, and every distilled student shipped with the package
-# (`mnist_distilled_*` in `dc.pretrained.available()`; its manifest says how to sample it).
+# (`mnist_distilled_*` in `dc.pretrained.available()`; its manifest says how to sample it, and which
+# shipped model taught it: `mnist_early`, the course's first, shorter-trained model, whose sha256 the
+# manifest records).
 
 # %%
 shipped = sorted(n for n in dc.pretrained.available() if n.startswith("mnist_distilled"))
 print("shipped distilled students:", shipped or "none")
+teacher_name = dc.pretrained.manifest(shipped[0])["distillation"]["teacher"] if shipped else "mnist"
+teacher = dc.load_pretrained(teacher_name, device=device)[0] if teacher_name != "mnist" else model
+print(f"their teacher: {teacher_name!r}")
 x_T_img = torch.randn(max(n_fid, 10), 1, 28, 28, generator=torch.Generator().manual_seed(4))
 
 
@@ -580,8 +585,9 @@ def generate(m, **kw):
 
 live, grid_rows = [], []
 for nfe in (1, 2, 4):
-    runs = [("teacher DDIM (trailing)", model, dict(sampler="ddim", steps=nfe, spacing="trailing")),
-            ("teacher DPM-Solver++(2M) (karras)", model, dict(sampler="dpmpp_2m", steps=nfe, spacing="karras"))]
+    runs = [("teacher DDIM (trailing)", teacher, dict(sampler="ddim", steps=nfe, spacing="trailing")),
+            ("teacher DPM-Solver++(2M) (karras)", teacher,
+             dict(sampler="dpmpp_2m", steps=nfe, spacing="karras"))]
     for name in shipped:
         how = dc.pretrained.manifest(name).get("sampling", {})
         if how.get("steps") == nfe:
