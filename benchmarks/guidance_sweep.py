@@ -237,6 +237,12 @@ def main(argv=None):
          out.with_suffix(".png"))
     meta = {**meta, "device": desc, "argv": argv if argv is not None else sys.argv[1:]}
     out.write_text(markdown(rows, floor, args, meta, seconds))
+    import json
+
+    out.with_suffix(".json").write_text(json.dumps(
+        {"model_sha256": meta["sha256"], "n": args.n, "sampler": args.sampler, "steps": args.steps,
+         "spacing": args.spacing, "seed": args.seed, "floor": floor, "rows": rows, "seconds": seconds},
+        indent=1, default=float) + "\n")
     print(f"wrote {out} and {out.with_suffix('.png')} ({seconds / 60:.1f} min)")
 
 
