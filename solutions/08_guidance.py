@@ -77,8 +77,8 @@ sweep_steps = 10                                    # DPM-Solver++(2M) steps in 
 #
 # The null label is what makes classifier-free guidance possible (Ho & Salimans 2021, **Algorithm 1**,
 # "joint training"): during training each label is replaced by ∅ with probability p_uncond (the course
-# model used p = 0.1, `label_dropout` in `ddpm_course/train.py`). The network then learns the conditional
-# model on 90 % of the examples and the *unconditional* one, ε_θ(x_t, t, ∅) for p(x), on the other 10 %
+# model used p = 0.2, `label_dropout` in `ddpm_course/train.py`). The network then learns the conditional
+# model on 80 % of the examples and the *unconditional* one, ε_θ(x_t, t, ∅) for p(x), on the other 20 %
 # — one set of weights, two models, no extra cost.
 #
 # ### Exercise 8.1 — label dropout
@@ -253,7 +253,7 @@ plt.show()
 # %% [markdown]
 # ## 4 · Guided MNIST digits
 #
-# Now the course's U-Net (`dc.load_pretrained("mnist")`, loaded in §1; trained with label dropout 0.1).
+# Now the course's U-Net (`dc.load_pretrained("mnist")`, loaded in §1; trained with label dropout 0.2).
 # Each column below asks for one digit and starts from one fixed x_T; each row is a guidance scale.
 # DPM-Solver++(2M) on the Karras grid (notebook 05).
 
@@ -449,7 +449,7 @@ elif (path := course_file("docs", "figures", "08_guidance_grid.png")) is not Non
 # ## Summary
 #
 # - A **class-conditional** model ε_θ(x_t, t, y) trained with **label dropout** (labels replaced by a null
-#   label ∅ with probability p = 0.1; Ho & Salimans 2021, Algorithm 1) is also an unconditional model
+#   label ∅ with probability p, 0.2 for the course model; Ho & Salimans 2021, Algorithm 1) is also an unconditional model
 #   ε_θ(x_t, t, ∅).
 # - Bayes' rule splits the conditional score into the unconditional score plus a classifier's gradient;
 #   **guidance** scales up that gradient. **Classifier guidance** (Dhariwal & Nichol 2021) takes it from a
