@@ -13,7 +13,7 @@ Each *point* is one model: a kept snapshot of a training run (``ddpm-course trai
 Points are cached one JSON file each under ``benchmarks/results/cache/learning_curve/`` (keyed by the
 weights' sha256), so a rerun only evaluates new snapshots and an interrupted one continues. Examples:
 
-  python benchmarks/learning_curve.py --runs runs/r2_minsnr runs/r2_simple --shipped mnist  # run + report
+  python benchmarks/learning_curve.py --runs runs/r2_minsnr runs/r2_simple --shipped mnist_early  # run + report
   python benchmarks/learning_curve.py --report                                      # table + plot only
 """
 
@@ -135,7 +135,7 @@ def report(floor_seeds: int = 3) -> None:
     for p in pts:
         runs.setdefault(recipe_label(p), []).append(p)
     lines = ["# Learning curves of the course model", "",
-             "`python benchmarks/learning_curve.py --runs RUN… --shipped mnist` (DPM-Solver++(2M), Karras, "
+             "`python benchmarks/learning_curve.py --runs RUN… --shipped mnist_early` (DPM-Solver++(2M), Karras, "
              f"{pts[0]['steps']} steps; n samples per cell; FID/KID from `dc.metrics` against the 1,000 "
              "held-out digits; samples quantised to 8 bits).", ""]
     for n, f in floor.items():
@@ -174,10 +174,10 @@ def plot(runs: dict, floor: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for i, (label, ps) in enumerate(runs.items()):
+    for i, ps in enumerate(runs.values()):
         col = f"C{i}"
         xs = [p["images_seen"] / 1e3 for p in ps]
-        short = label.split(":")[0]
+        short = ps[0]["run"]
         mk = "*" if short.startswith("shipped") else "o"
         axes[0].plot(xs, [p["uncond"]["fid"] for p in ps], marker=mk, color=col, label=f"{short} uncond")
         axes[0].plot(xs, [p["cond"]["fid"] for p in ps], marker=mk, ls="--", color=col, label=f"{short} cond")
@@ -195,10 +195,10 @@ def plot(runs: dict, floor: dict, out: Path) -> None:
                 title="FID, DPM-Solver++(2M)")
     axes[1].axhspan(0.07, 0.13, color="green", alpha=0.1)
     axes[1].set(xlabel="training images seen (thousands)", ylabel="share of unconditional samples",
-                title="smallest / largest digit share (target band green)")
+                title="smallest / largest digit share (target: green)")
     axes[2].axhline(0.5, color="gray", ls="--", lw=1)
     axes[2].set(xlabel="training images seen (thousands)", ylabel="fraction",
-                title="pixels > 1 level outside [−1, 1]; samples nearer a training digit")
+                title="clipped > 1 level; nearer a training digit")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
