@@ -13,8 +13,8 @@ Each *point* is one model: a kept snapshot of a training run (``ddpm-course trai
 Points are cached one JSON file each under ``benchmarks/results/cache/learning_curve/`` (keyed by the
 weights' sha256), so a rerun only evaluates new snapshots and an interrupted one continues. Examples:
 
-  python benchmarks/learning_curve.py --runs runs/r2_minsnr runs/r2_simple --shipped mnist_early  # run + report
-  python benchmarks/learning_curve.py --report                                      # table + plot only
+  python benchmarks/learning_curve.py --runs runs/r2_minsnr runs/r2_simple --shipped mnist_early
+  python benchmarks/learning_curve.py --report          # table + plot from the cached points only
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ def report(floor_seeds: int = 3) -> None:
     for p in pts:
         runs.setdefault(recipe_label(p), []).append(p)
     lines = ["# Learning curves of the course model", "",
-             "`python benchmarks/learning_curve.py --runs RUN… --shipped mnist_early` (DPM-Solver++(2M), Karras, "
-             f"{pts[0]['steps']} steps; n samples per cell; FID/KID from `dc.metrics` against the 1,000 "
-             "held-out digits; samples quantised to 8 bits).", ""]
+             "`python benchmarks/learning_curve.py --runs RUN… --shipped mnist_early` (DPM-Solver++(2M), "
+             f"Karras, {pts[0]['steps']} steps; n samples per cell; FID/KID from `dc.metrics` against the "
+             "1,000 held-out digits; samples quantised to 8 bits).", ""]
     for n, f in floor.items():
         lines.append(f"Real-vs-real FID floor at n = {n}: {sum(f) / len(f):.3f} (mean of {len(f)} draws).")
     lines += ["", COLUMNS, ""]
