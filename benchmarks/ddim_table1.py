@@ -26,11 +26,38 @@ PAPER = {0.0: (13.36, 6.84, 4.67, 4.16), 0.2: (14.04, 7.11, 4.77, 4.25), 0.5: (1
 
 
 def plan(n: int, seeds: list[int]) -> list[Q.Cell]:
-    """Cheapest first: every η at S = 10, 20 (seed 0), then 50, 100, then extra seeds at S = 10, 20."""
+    """Cheapest first: every η at S = 10, 20 (seed 0), then 50, 100, then extra seeds at S = 10, 20;
+    last the conditional check (η = 0 and 1 at S = 10, 20 on the class-conditional branch)."""
     cell = lambda S, eta, seed: Q.Cell("ddim", S, eta, None, "leading", n, seed)
     first = [cell(S, eta, seeds[0]) for S in STEPS for eta in ETAS]
     extra = [cell(S, eta, s) for s in seeds[1:] for S in (10, 20) for eta in ETAS]
-    return first + extra
+    return first + extra + cond_plan(n, seeds[0])
+
+
+def cond_plan(n: int, seed: int) -> list[Q.Cell]:
+    """The same η = 0 / η = 1 comparison on the class-conditional branch (labels 0…9 in turn, guidance 1),
+    where the model's own error is far smaller (its FID is near the real-vs-real floor): if the
+    unconditional reversal comes from model error, the paper's order should return here."""
+    return [Q.Cell("ddim", S, eta, None, "leading", n, seed, kind="cond")
+            for S in (10, 20) for eta in (0.0, 1.0)]
+
+
+def cond_check(sha: str) -> list[str]:
+    """Markdown lines: FID of η = 0 and η = 1 on the conditional branch, from the cached cells."""
+    got = {(r["cell"]["eta"], r["cell"]["steps"]): r for r in Q.load_cells(sha)
+           if r["cell"]["kind"] == "cond" and r["cell"]["sampler"] == "ddim"}
+    rows = [S for S in (10, 20) if (0.0, S) in got and (1.0, S) in got]
+    if not rows:
+        return []
+    out = ["## The same comparison on the class-conditional branch", "",
+           "Labels 0…9 in turn, guidance 1 (the branch whose FID is near the floor), n = "
+           f"{got[(0.0, rows[0])]['cell']['n']}, seed 0:", "",
+           "| S | FID η = 0 | FID η = 1 | lower | accuracy η = 0 / η = 1 |", "|---|---|---|---|---|"]
+    for S in rows:
+        a, b = got[(0.0, S)], got[(1.0, S)]
+        out.append(f"| {S} | {a['fid']:.3f} | {b['fid']:.3f} | η = {0 if a['fid'] < b['fid'] else 1} | "
+                   f"{a['accuracy']:.1%} / {b['accuracy']:.1%} |")
+    return out + [""]
 
 
 def table(recs: list[dict]) -> dict:
@@ -98,6 +125,7 @@ def report(sha: str, desc: str) -> None:
         lines += ["", "**Trend (computed from the cells above):**", ""]
         lines += [f"- {s}" for s in trend(t["fid"], n)]
         lines.append("")
+    lines += cond_check(sha)
     Q.RESULTS.mkdir(parents=True, exist_ok=True)
     (Q.RESULTS / "ddim_table1.md").write_text("\n".join(lines))
     summary = {"model_sha256": sha, "model": desc, "floor": floor,
