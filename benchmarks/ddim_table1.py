@@ -131,7 +131,11 @@ def report(sha: str, desc: str) -> None:
     summary = {"model_sha256": sha, "model": desc, "floor": floor,
                "fid": {f"eta={k[0]:g},S={k[1]},n={k[2]}": v for k, v in t["fid"].items()},
                "kid": {f"eta={k[0]:g},S={k[1]},n={k[2]}": v for k, v in t["kid"].items()},
-               "trend": trend(t["fid"], 1000)}
+               "trend": trend(t["fid"], 1000),
+               "cond": {f"eta={r['cell']['eta']:g},S={r['cell']['steps']},n={r['cell']['n']}":
+                        {"fid": r["fid"], "accuracy": r["accuracy"]}
+                        for r in Q.load_cells(sha)
+                        if r["cell"]["kind"] == "cond" and r["cell"]["sampler"] == "ddim"}}
     (Q.RESULTS / "ddim_table1.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(t["fid"], floor, desc)
     print(f"wrote {Q.RESULTS / 'ddim_table1.md'}, .json, .png")

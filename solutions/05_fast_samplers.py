@@ -457,11 +457,14 @@ if FIGURES:
 #
 # At the fewest steps the picture is less tidy than on the oracle. With the course's weights, 5 Karras
 # steps leave speckled noise around the ODE solvers' digits, while ancestral DDPM's digits look clean.
-# Two things are at work. The network's ε̂ is not exact, and a deterministic solver carries every error
+# Two things can be at work. The network's ε̂ is not exact, and a deterministic solver carries every error
 # along to the end, while the fresh noise DDPM adds at each step partly washes earlier errors out
 # (Karras et al. 2022, §4, make the same point for stochastic sampling). And the 5-step Karras schedule
-# itself is a poor fit (next cell). Clean-looking is not the same as right, though: DDPM's few-step digits
-# tend to be smooth and alike, and notebook 06 measures quality with FID for every sampler and NFE.
+# itself is a poor fit. On the course model the schedule is the main culprit: with 5 *trailing* steps
+# (next cell) DPM-Solver++'s digits are clean too. On the course's first, shorter-trained model
+# (`dc.load_pretrained("mnist_early")`) even 10 Karras steps left speckle — there the
+# model's error was the larger one. Clean-looking is not the same as right, though: DDPM's few-step
+# digits tend to be smooth and alike, and notebook 06 measures quality with FID for every sampler and NFE.
 #
 # DDIM and Euler are the same method on the network too (float32 now, so agreement to ~10⁻⁵):
 
@@ -634,7 +637,7 @@ else:
 #   extrapolates the denoiser from the previous step: second order at 1 NFE per step.
 # - The **step schedule** matters as much as the solver: Karras' ρ = 7 schedule (EDM eq. 5) shrinks the
 #   steps smoothly toward the data and avoids the big last jump of uniform-in-t grids; with very few
-#   steps (5) on a real network, a uniform-in-t grid can still look better.
+#   steps (5) on the course model, a uniform-in-t (trailing) grid looks better.
 # - Orders are **measured**, not assumed: on Gaussian data with a closed-form solution the log-log slopes
 #   are ≈ −1 (Euler/DDIM) and ≈ −2 (Heun, DPM-Solver++(2M)). At very few steps, asymptotic order is no
 #   guarantee: with few steps higher-order methods overshoot on multi-modal data (Heun most).
