@@ -236,8 +236,10 @@ def run_cell(model, s, cell: Cell, sha: str, desc: str, device, progress: bool =
 
 
 def load_cells(sha: str) -> list[dict]:
-    """Every cached cell of the model ``sha``."""
-    return [json.loads(p.read_text()) for p in sorted(CACHE.glob(f"{sha[:16]}_*.json"))]
+    """Every cached cell of the model ``sha`` (other records in the cache, e.g. model_targets.py's guided
+    accuracy, have no ``cell`` entry and are left out)."""
+    recs = [json.loads(p.read_text()) for p in sorted(CACHE.glob(f"{sha[:16]}_*.json"))]
+    return [r for r in recs if "cell" in r]
 
 
 def run(cells: list[Cell], weights: str, device, max_cells: int | None = None) -> None:
