@@ -261,11 +261,12 @@ else:
 
 
 # %%
-def group_cells(cells):
-    """{(label, spacing): {nfe: [records over seeds]}} for the unconditional cells."""
+def group_cells(cells, n=1000):
+    """{(label, spacing): {nfe: [records over seeds]}} for the unconditional cells of n samples (the
+    study's n; a few expensive cells, e.g. 1000-step DDPM, were run on fewer and are left out here)."""
     out = {}
     for r in cells:
-        if r["cell"]["kind"] == "uncond":
+        if r["cell"]["kind"] == "uncond" and r["cell"]["n"] == n:
             out.setdefault((r["label"], r["cell"]["spacing"]), {}).setdefault(r["nfe"], []).append(r)
     return out
 
