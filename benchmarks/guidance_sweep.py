@@ -27,6 +27,7 @@ Run:  .venv/bin/python benchmarks/guidance_sweep.py [--n 500] [--steps 10] [--ou
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -237,8 +238,6 @@ def main(argv=None):
          out.with_suffix(".png"))
     meta = {**meta, "device": desc, "argv": argv if argv is not None else sys.argv[1:]}
     out.write_text(markdown(rows, floor, args, meta, seconds))
-    import json
-
     out.with_suffix(".json").write_text(json.dumps(
         {"model_sha256": meta["sha256"], "n": args.n, "sampler": args.sampler, "steps": args.steps,
          "spacing": args.spacing, "seed": args.seed, "floor": floor, "rows": rows, "seconds": seconds},

@@ -145,4 +145,4 @@ def simple_loss(model, x0: torch.Tensor, s: NoiseSchedule, y: torch.Tensor | Non
     if weight is None:
         return torch.mean((noise - eps) ** 2)
     per_sample = ((noise - eps) ** 2).flatten(1).mean(1)                # (B,)
-    return torch.mean(_bcast(weight, per_sample).reshape(-1) * per_sample)
+    return torch.mean(_bcast(weight, per_sample) * per_sample)

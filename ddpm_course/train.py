@@ -261,20 +261,19 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
 
     machine = describe_machine(device, world)
 
-    def state() -> dict:
+    def header() -> dict:
         return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "wall_time": wall,
                 "machine": machine,
-                "config": {**asdict(cfg), "model_config": model_cfg.to_dict(), "precision_used": precision},
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict(),
+                "config": {**asdict(cfg), "model_config": model_cfg.to_dict(), "precision_used": precision}}
+
+    def state() -> dict:
+        return {**header(), "model": model.state_dict(), "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                 "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()}}
 
     def snapshot() -> dict:
         """EMA weights only: enough for model_from_checkpoint and a learning-curve evaluation."""
-        return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "wall_time": wall,
-                "images_seen": step * cfg.batch_size,
-                "config": {**asdict(cfg), "model_config": model_cfg.to_dict(), "precision_used": precision},
-                "ema": ema.state_dict()}
+        return {**header(), "images_seen": step * cfg.batch_size, "ema": ema.state_dict()}
 
     from tqdm.auto import tqdm
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and main), desc="train",
