@@ -244,6 +244,18 @@ def _sampler_options(sampler, eta, variance, grid):
     return {"variance": variance or "fixed_small"} if sampler == "ddpm" else {}
 
 
+def _check_noise_differs(x_T: torch.Tensor, generator) -> None:
+    """A stochastic sampler's first draw z must not *be* x_T: seeding both with the same number makes
+    x_{t-1} = μ + σ·x_T, which adds the noise twice and blows the sample up (|x| ≫ 1 for 0 < η < 1).
+    Peeks at the generator without advancing it."""
+    state = generator.get_state()
+    z = _randn(x_T, generator)
+    generator.set_state(state)
+    if torch.equal(z, x_T):
+        raise ValueError("generator: its first draw equals x_T (both seeded with the same number?); the "
+                         "sampler's noise must be independent of x_T: seed the generator differently")
+
+
 def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", steps: int = 50,
            eta: float = 0.0, spacing: str = "leading", generator: torch.Generator | None = None,
            progress: bool = False, y=None, guidance_scale: float = 1.0, *, variance: str | None = None,
@@ -258,6 +270,8 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
     """
     grid = s.grid(steps, spacing)                                         # validates steps and spacing
     opts = _sampler_options(sampler, eta, variance, grid)
+    if generator is not None and (sampler == "ddpm" or opts.get("eta", 0) > 0):
+        _check_noise_differs(x_T, generator)
     eps_model = EpsModel(model, grid, x_T, y=y, guidance_scale=guidance_scale, prediction=prediction)
     trajectory = []
     with torch.no_grad(), tqdm(total=len(grid), desc=sampler, disable=not progress) as bar:

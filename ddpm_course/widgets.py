@@ -8,6 +8,7 @@ ipywidgets API that is identical in 7.7 and 8.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -136,11 +137,19 @@ def forward_explorer(x0: torch.Tensor, schedules: dict, noise: torch.Tensor | No
 
 
 # --- notebooks 04, 05, 08: samplers, η, steps, guidance ---------------------------------------------
+def noise_seed(seed: int) -> int:
+    """The explorer's own seed for the sampler's fresh noise z, derived from ``seed`` by a hash so that it
+    never equals a small seed a notebook used for x_T (were z = x_T, DDIM with 0 < η < 1 adds the same noise
+    twice and draws garbage)."""
+    return int.from_bytes(hashlib.sha256(f"sampler_explorer:{seed}".encode()).digest()[:7], "big")
+
+
 def sampler_explorer(model, s, x_T: torch.Tensor, samplers=("ddim", "ddpm", "euler", "heun", "dpmpp_2m"),
                      steps=(5, 10, 20, 50), y: torch.Tensor | None = None, seed: int = 0,
                      guidance_scales=(1.0,), cache_size: int = 32) -> Explorer:
     """Pick a sampler, a number of steps, η and (for conditional models) a guidance scale; see the
-    samples from the same x_T, with the NFE and wall time it cost. Results are cached."""
+    samples from the same x_T, with the NFE and wall time it cost. Results are cached. The samplers' fresh
+    noise comes from ``torch.Generator().manual_seed(noise_seed(seed))``, independent of x_T."""
     from .samplers import sample
     from .viz import make_grid
 
@@ -149,7 +158,7 @@ def sampler_explorer(model, s, x_T: torch.Tensor, samplers=("ddim", "ddpm", "eul
     def generate(sampler, n_steps, eta, guidance_scale):
         key = (sampler, n_steps, round(eta, 4), round(guidance_scale, 4))
         if key not in cache:
-            g = torch.Generator().manual_seed(seed)
+            g = torch.Generator().manual_seed(noise_seed(seed))
             t0 = time.perf_counter()
             x0, info = sample(model, s, x_T, sampler=sampler, steps=n_steps, eta=eta, generator=g, y=y,
                               guidance_scale=guidance_scale, return_info=True)
