@@ -1,5 +1,7 @@
 # The commands the README names. Each one sets up .venv first when it is missing or stale.
-#   make lab        set up, then open JupyterLab on the first notebook
+#   make lab        set up what a learner needs (JupyterLab, widgets, the package), copy the student
+#                   notebooks into my-work/ (never overwriting a copy; git ignores the folder), then open
+#                   JupyterLab at the course root on my-work/00_welcome.ipynb
 #   make test       set up, then run the unit tests and every notebook (.ci/run calls this first)
 #   make notebooks  rebuild solutions/*.ipynb and notebooks/*.ipynb from solutions/*.py
 #   make site       build the course website into _site/ (mkdocs.yml; no network needed)
@@ -10,6 +12,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LAB_STAMP := $(VENV)/.installed-lab
+WORK ?= my-work
 # Linux x86-64 gets these exact builds first (and only when torch is missing); elsewhere pip chooses.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # JupyterLab refuses to run as root unless asked to.
@@ -25,7 +29,8 @@ PYTEST_ARGS ?= -n 2 --dist loadscope --nbval-lax --nbval-current-env
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The virtual environment with torch; both set-ups below start with it.
+define make_venv
 	@test -x $(BIN)/python || { \
 	  $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else "make: need Python 3.10-3.13 as $(PYTHON), found %d.%d" % v)' && \
 	  echo "make: creating $(VENV) with $$($(PYTHON) --version)" && \
@@ -33,11 +38,26 @@ $(STAMP): pyproject.toml
 	    echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }; }; }
 	@if ! $(BIN)/python -c 'import torch' 2>/dev/null && [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ]; then \
 	  echo "make: installing $(TORCH_PINS)"; $(BIN)/python -m pip install $(TORCH_PINS); fi
-	$(BIN)/python -m pip install -e '.[dev,lab]'
-	@touch $(STAMP)
+endef
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/00_welcome.ipynb
+# The developer's set-up (make test, make notebooks): the package with its test and authoring tools.
+$(STAMP): pyproject.toml
+	$(make_venv)
+	$(BIN)/python -m pip install -e '.[dev,lab]'
+	@touch $(STAMP) $(LAB_STAMP)
+
+# The learner's set-up: the package, JupyterLab and widgets, none of the developer tools.
+$(LAB_STAMP): pyproject.toml
+	$(make_venv)
+	$(BIN)/python -m pip install -e '.[lab]'
+	@touch $(LAB_STAMP)
+
+# Served from the course root, so the notebooks' Solutions links and the file browser reach solutions/ and
+# docs/; the learner works in copies under $(WORK)/ that `git pull` never touches.
+lab: $(LAB_STAMP)
+	$(BIN)/python -m ddpm_course.workspace --root . --work $(WORK)
+	$(BIN)/jupyter lab $(LAB_ARGS) --ServerApp.root_dir="$(CURDIR)" \
+	  --LabApp.default_url=/lab/tree/$(WORK)/00_welcome.ipynb
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,6 +3,7 @@
 1. JupyterLab opens notebooks/01_forward_process.ipynb, *Run All Cells* runs it in fast mode, and the page
    shows its figures and the forward-process explorer (an ipywidgets slider), which re-renders its figure
    when the slider moves.
+   Its Solutions link opens the solution notebook.
 2. The same check fails, naming the missing piece, on a copy with the widget cell removed and on a copy
    whose figures are removed (image output switched off) — proof that test 1 can fail.
 3. The built site (_site/, `make site`) shows the course map on its home page, over http and from disk,
@@ -24,6 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/01_forward_process.ipynb"
+SOLUTION = "solutions/01_forward_process.ipynb"
 SITE = Path(os.environ.get("DDPM_COURSE_SITE_DIR", ROOT / "_site"))
 
 
@@ -94,6 +96,8 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT / "docs", root / "docs", ignore=shutil.ignore_patterns("hooks"))
     nb = json.loads((ROOT / NOTEBOOK).read_text(encoding="utf-8"))
     (root / NOTEBOOK).write_text(json.dumps(nb), encoding="utf-8")
+    (root / "solutions").mkdir()                                   # the target of the Solutions link
+    shutil.copy(ROOT / SOLUTION, root / SOLUTION)
     for name, damage in (("no_widget", without_widget), ("no_figures", without_figures)):
         (root / NOTEBOOK.replace(".ipynb", f"__{name}.ipynb")).write_text(json.dumps(damage(nb)))
     with lc.jupyter_lab(root, work) as server:
@@ -138,6 +142,18 @@ def test_the_check_fails_when_the_figures_are_removed(page, lab):
     assert report.widgets > 0, explain(report, lab)
     assert [p for p in report.problems() if p.startswith("no figure")] == report.problems() != [], \
         explain(report, lab)
+
+
+def test_the_solutions_link_opens_the_solution_notebook(page, lab):
+    """The student notebook's header links to ../solutions/…; served from the course root (make lab), a
+    click opens the solution notebook in JupyterLab, whose header says it is the solution version."""
+    lc.open_notebook(page, lab, NOTEBOOK)
+    link = page.locator(f"{lc._PANEL} .jp-RenderedMarkdown a[href$='{SOLUTION}']").first
+    assert link.count() == 1, "no Solutions link in the student notebook's header"
+    link.click()
+    page.wait_for_selector(".jp-NotebookPanel .jp-RenderedMarkdown:has-text('Solution version')",
+                           timeout=lc.START_TIMEOUT_S * 1000)
+    assert page.eval_on_selector_all(".jp-NotebookPanel", "els => els.length") == 2     # a second tab
 
 
 # --- 3: the course site -----------------------------------------------------------------------------------

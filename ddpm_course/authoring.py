@@ -287,9 +287,74 @@ def _header_cells(source: Source, student: bool) -> list[dict]:
             _cell("code", colab_setup_code(), _cell_id(stem, "colab-setup"))]
 
 
-def build_notebook(source: Source, student: bool) -> dict:
+_TIME_FIELD = re.compile(r"\{\{\s*time:([a-z_]+)\s*\}\}")
+_STRAY_PLACEHOLDER = re.compile(r"\{\{[^}]*\}\}|\b[A-Z]+_(?:FAST|FULL)\b")
+_TIME_LITERAL = re.compile(r"\d[\d.,½]*\s*(?:s|sec|seconds?|min|minutes?|h|hours?)\b")
+_TIME_HEADER = "**Time:**"
+
+
+def fill_times(source: Source, runtimes: dict[str, dict], require_header: bool = True) -> list[Cell]:
+    """The source's cells with every ``{{time:KIND}}`` replaced by its run time from docs/runtimes.json,
+    written as in the README's course map (format_runtime), so header and map cannot disagree.
+
+    Rules (an AuthoringError names the line): the first cell has a ``**Time:**`` paragraph holding a field
+    for every kind (cpu_fast, cpu_full, gpu_full) and no hand-written time; every field names a known kind
+    that docs/runtimes.json has for this notebook; no other placeholder is left anywhere. The header rule
+    holds when ``require_header`` (a course with a docs/runtimes.json)."""
+    times = runtimes.get(source.stem, {})
+    if require_header:
+        _check_time_header(source)
+    cells = []
+    for cell in source.cells:
+        lines = [_TIME_FIELD.sub(lambda m, c=cell, i=i: _time_field(source, times, c, i, m), line)
+                 for i, line in enumerate(cell.lines)]
+        if cell.kind == "markdown":
+            for i, line in enumerate(lines):
+                stray = _STRAY_PLACEHOLDER.search(line)
+                if stray:
+                    raise AuthoringError(f"{source.path}:{cell.line + i}: unfilled placeholder "
+                                         f"{stray.group(0)!r}; run times are written {{{{time:KIND}}}}")
+        cells.append(Cell(cell.kind, lines, cell.tags, cell.line, cell.index, cell.spans))
+    return cells
+
+
+def _check_time_header(source: Source) -> None:
+    first = source.cells[0]
+    start = next((i for i, line in enumerate(first.lines) if line.startswith(_TIME_HEADER)), None)
+    if start is None:
+        raise AuthoringError(f"{source.path}:{first.line}: the first cell needs a '{_TIME_HEADER}' paragraph "
+                             "with {{time:cpu_fast}}, {{time:cpu_full}} and {{time:gpu_full}}")
+    end = next((i for i in range(start, len(first.lines)) if not first.lines[i].strip()), len(first.lines))
+    paragraph = " ".join(first.lines[start:end])
+    kinds = _TIME_FIELD.findall(paragraph)
+    missing = [k for k in RUNTIME_KINDS if k not in kinds]
+    if missing:
+        raise AuthoringError(f"{source.path}:{first.line + start}: the '{_TIME_HEADER}' paragraph must quote "
+                             f"every run time from {RUNTIMES}; missing " + ", ".join(f"{{{{time:{k}}}}}"
+                                                                                        for k in missing))
+    literal = _TIME_LITERAL.search(_TIME_FIELD.sub("", paragraph))
+    if literal:
+        raise AuthoringError(f"{source.path}:{first.line + start}: the '{_TIME_HEADER}' paragraph writes a "
+                             f"run time by hand ({literal.group(0)!r}); use a {{{{time:KIND}}}} field so it "
+                             f"comes from {RUNTIMES}")
+
+
+def _time_field(source: Source, times: dict, cell: Cell, i: int, match: re.Match) -> str:
+    kind = match.group(1)
+    if kind not in RUNTIME_KINDS:
+        raise AuthoringError(f"{source.path}:{cell.line + i}: unknown run-time kind {kind!r} in "
+                             f"{match.group(0)}; allowed: {', '.join(RUNTIME_KINDS)}")
+    if kind not in times:
+        raise AuthoringError(f"{source.path}:{cell.line + i}: {match.group(0)} has no entry in {RUNTIMES} "
+                             f"for {source.stem}; measure it (docs/tools/measure_runtimes.py) or estimate it "
+                             "there")
+    return format_runtime(times[kind])
+
+
+def build_notebook(source: Source, student: bool, runtimes: dict[str, dict] | None = None,
+                   require_times: bool = False) -> dict:
     cells, k = _header_cells(source, student), 0
-    for c in source.cells:
+    for c in fill_times(source, runtimes or {}, require_times):
         lines = c.lines
         if "exercise" in c.tags:
             k += 1
@@ -391,12 +456,14 @@ def build_all(root: Path) -> dict[Path, bytes]:
     """Every generated file (relative path -> bytes); README.md when it holds the course-map markers."""
     sources = read_sources(root)
     files = {}
+    runtimes, require = read_runtimes(root, sources), (root / RUNTIMES).is_file()
     for s in sources:
-        files[Path(SOURCE_DIR, f"{s.stem}.ipynb")] = dumps(build_notebook(s, student=False))
-        files[Path(STUDENT_DIR, f"{s.stem}.ipynb")] = dumps(build_notebook(s, student=True))
+        for folder, student in ((SOURCE_DIR, False), (STUDENT_DIR, True)):
+            nb = build_notebook(s, student=student, runtimes=runtimes, require_times=require)
+            files[Path(folder, f"{s.stem}.ipynb")] = dumps(nb)
     readme = root / README
     if readme.is_file():
-        new = _readme_with_map(readme.read_text(encoding="utf-8"), sources, read_runtimes(root, sources))
+        new = _readme_with_map(readme.read_text(encoding="utf-8"), sources, runtimes)
         if new is not None:
             files[Path(README)] = new.encode("utf-8")
     return files

@@ -15,8 +15,10 @@ Adding a check for a new exercise is one line::
 from __future__ import annotations
 
 import math
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -25,7 +27,28 @@ from .schedule import NoiseSchedule
 
 
 class CheckFailed(AssertionError):
-    """The learner's function disagrees with the reference; the message says where and how."""
+    """The learner's function disagrees with the reference; the message says where and how.
+
+    In Jupyter (IPython) it shows as a short message, not a traceback through this module: which property
+    failed on which input, expected against got, the likely cause and the exercise's formula. When the
+    learner's own code raised, the learner's frames of that traceback are shown, nobody else's."""
+
+    def _render_traceback_(self) -> list[str]:
+        first, *rest = str(self.args[0]).splitlines()
+        where, _, what = first.partition(": ")
+        lines = [f"\x1b[1;31m✗ check failed\x1b[0m on {where}"]
+        lines += [f"  {part}" for part in what.split("; ") if part] + [f"  {line}" for line in rest]
+        cause = self.__cause__
+        if cause is not None:
+            frames = [f for f in traceback.extract_tb(cause.__traceback__) if not _in_package(f.filename)]
+            if frames:
+                lines.append("  in your code:")
+                lines += [f"    {line.rstrip()}" for line in traceback.format_list(frames)]
+        return lines
+
+
+def _in_package(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
 @dataclass(frozen=True)
@@ -93,8 +116,16 @@ class Check:
         self.name, self.reference, self.cases = name, reference, cases
         self.outputs, self.post, self.tolerances = outputs, post, tolerances
         self.__doc__ = doc or f"Check an implementation of {name} against the reference."
+        _REFERENCES[id(reference)] = reference
 
     def __call__(self, student_fn: Callable) -> Callable:
+        try:
+            return self._run(student_fn)
+        except CheckFailed as err:
+            hint = f"\nthe exercise: {self.__doc__}" if self.__doc__ else ""
+            raise CheckFailed(f"{err.args[0]}{hint}") from err.__cause__
+
+    def _run(self, student_fn: Callable) -> Callable:
         if self.post is None:
             return compare(self.name, student_fn, self.reference, self.cases(), outputs=self.outputs,
                            tolerances=self.tolerances)
@@ -105,6 +136,20 @@ class Check:
 
     def __repr__(self) -> str:
         return f"<check {self.name}: call dc.checks.{self.name}(your_function)>"
+
+
+_REFERENCES: dict[int, Callable] = {}
+
+
+def is_reference(fn: Callable) -> bool:
+    """True when ``fn`` is a check's reference, i.e. the check found the exercise still blank and handed the
+    reference back. Notebooks use it so that a blank exercise never prints results as if they were yours."""
+    return _REFERENCES.get(id(fn)) is fn
+
+
+def whose(fn: Callable, name: str) -> str:
+    """ "your ddim_step", or "the reference ddim_step (your exercise is still blank)"."""
+    return f"the reference {name} (your exercise is still blank)" if is_reference(fn) else f"your {name}"
 
 
 @dataclass
@@ -206,9 +251,40 @@ def _raise_value(where, got, expected, bad, tol_note) -> None:
     i = _index(bad)
     diff = (got.double() - expected.double()).abs().masked_fill(~bad, 0)
     j = _index(diff == diff.max())
+    cause = diagnose(got, expected)
     raise CheckFailed(f"{where}: wrong value at index {i}: expected {expected[i].item():.8g}, got "
                       f"{got[i].item():.8g}; {int(bad.sum())} of {bad.numel()} values differ, the largest "
-                      f"difference is {diff[j].item():.3g} at index {j}{tol_note}")
+                      f"difference is {diff[j].item():.3g} at index {j}{tol_note}"
+                      + (f"\nlikely cause: {cause}" if cause else ""))
+
+
+def diagnose(got: torch.Tensor, expected: torch.Tensor) -> str:
+    """Name the usual slip when the wrong result is a simple function of the right one: a flipped sign, a
+    missing or extra square root, a constant factor or offset, a table shifted by one index (t vs t − 1).
+    Empty when none fits."""
+    g, e = got.double().flatten(), expected.double().flatten()
+    if not (torch.isfinite(g).all() and torch.isfinite(e).all()) or e.abs().max() == 0:
+        return ""
+
+    def close(a, b):
+        return bool(torch.allclose(a, b, rtol=1e-5, atol=1e-8 * float(e.abs().max())))
+
+    if close(g, -e):
+        return "the sign is flipped (got = −expected)"
+    if bool((e >= 0).all()) and close(g, e**2):
+        return "a square root is missing (got = expected²)"
+    if bool((g >= 0).all()) and close(g**2, e):
+        return "a square root too many (got = √expected)"
+    nz = e.abs() > 1e-12 * float(e.abs().max())
+    ratio = g[nz] / e[nz]
+    if nz.sum() > 1 and close(g, float(ratio.median()) * e):
+        return f"off by a constant factor (got = {float(ratio.median()):.4g} × expected)"
+    offset = float((g - e).median())
+    if len(e) > 1 and close(g, e + offset):
+        return f"off by a constant (got = expected {'+' if offset >= 0 else '−'} {abs(offset):.4g})"
+    if got.dim() == 1 and len(e) > 2 and (close(g[1:], e[:-1]) or close(g[:-1], e[1:])):
+        return "shifted by one index (t versus t − 1? the tables start at t = 1)"
+    return ""
 
 
 # --- reference implementations and cases for the course's exercises ----------------------------------

@@ -24,9 +24,16 @@ class WeightsError(ValueError):
     """A missing, corrupt or mismatched weights file."""
 
 
-def available() -> list[str]:
-    """Names of the shipped weights (manifests present in the weights folder)."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+KINDS = ("unet", "classifier")  # a manifest's "kind"; a U-Net (diffusion model) when it names none
+
+
+def available(kind: str | None = None) -> list[str]:
+    """Names of the shipped weights (manifests present in the weights folder); ``kind``: only the diffusion
+    models ("unet", what dc.load_pretrained and ddpm-course sample load) or the "classifier"s."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
+    names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+    return [n for n in names if kind is None or manifest(n).get("kind", "unet") == kind]
 
 
 def sha256(path: str | Path) -> str:
@@ -84,6 +91,9 @@ def load_pretrained(name: str = "mnist", device: torch.device | str | None = Non
     from .unet import UNet
 
     meta = manifest(name, weights_dir)
+    if meta.get("kind", "unet") != "unet":
+        raise WeightsError(f"{name} is a {meta['kind']}, not a diffusion model; dc.load_pretrained loads "
+                           f"{', '.join(available('unet'))}")
     if "config" not in meta:
         raise WeightsError(f"manifest {name}.json has no U-Net 'config': not diffusion-model weights")
     state = load_state_dict(name, weights_dir)

@@ -13,7 +13,9 @@
 # %% [markdown]
 # # 00 · Welcome: how this course works
 #
-# **Time:** about 5 minutes on a laptop CPU, less on a GPU.
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json).
+#
 # **You will:** check your set-up and device, learn how exercises and their checks work, and solve a
 # warm-up exercise on the noise schedule that every later notebook builds on.
 #

@@ -13,8 +13,9 @@
 # %% [markdown]
 # # 01 · The forward process: noise schedules and the closed form q(x_t | x_0)
 #
-# **Time:** CPU fast mode ≈ 45 s, CPU full ≈ 75 s (measured on 2 busy shared cores); with a GPU about
-# the same (estimated: this notebook trains nothing and computes on the CPU).
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json). Nothing trains here: a GPU
+# changes little.
 #
 # **You will**
 # - see how a diffusion model destroys data: T = 1000 small Gaussian steps (DDPM eq. 2);

@@ -13,9 +13,10 @@
 # %% [markdown]
 # # 02 · Noise prediction and the U-Net
 #
-# **Time:** CPU fast mode ≈ 1 min; CPU full ≈ 15–20 min (both measured on 2 busy shared cores; full mode
-# on a CPU trains only 100 steps, the real run takes an hour or more); GPU full ≈ 5 min including the
-# real training run of the shipped weights (estimated).
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json). Full mode on a CPU trains only a
+# short demonstration run; the shipped weights come from a separate run (docs/results_training.md); on
+# a GPU full mode includes it.
 #
 # **You will**
 # - see why DDPM trains a network to predict the *noise* ε in x_t: the reparameterised posterior mean

@@ -13,8 +13,9 @@
 # %% [markdown]
 # # 03 · DDPM sampling: running the noise backwards
 #
-# **Time:** CPU fast mode ≈ RUNTIME_FAST, CPU full ≈ RUNTIME_FULL (measured on 2 shared cores);
-# GPU full ≈ 1 minute (estimated: about 2000 U-Net calls on batches of 8 to 30).
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json). Nothing trains here: about 2,000
+# U-Net calls on batches of 8 to 30.
 #
 # **You will**
 # - derive the posterior q(x_{t−1} | x_t, x_0) (DDPM eq. 6–7), implement it and verify it by Monte Carlo;
@@ -284,7 +285,8 @@ x0_mine = ddpm_sample_by_hand(oracle, s, x_T, torch.Generator().manual_seed(3))
 # %%
 x0_pkg, info = dc.sample(oracle, s, x_T, sampler="ddpm", steps=s.T, generator=torch.Generator().manual_seed(3),
                          return_info=True)
-print(f"largest difference between your sampler and dc.sample: {float((x0_mine - x0_pkg).abs().max()):.2e}")
+print(f"{dc.checks.whose(ddpm_step, 'ddpm_step')} in a loop vs dc.sample: largest difference "
+      f"{float((x0_mine - x0_pkg).abs().max()):.2e}")
 print(f"model calls: {info.nfe}; trajectory: {len(info.trajectory)} pairs (x_t, x̂_0) of shape "
       f"{tuple(info.trajectory[0][0].shape)}")
 

@@ -13,8 +13,8 @@
 # %% [markdown]
 # # 04 · DDIM: fewer steps, determinism, inversion and interpolation
 #
-# **Time:** CPU fast mode ≈ RUNTIME_FAST, CPU full ≈ RUNTIME_FULL (measured on 2 shared cores);
-# GPU full ≈ 1 minute (estimated).
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json). Nothing trains here.
 #
 # **You will**
 # - see why a model trained for DDPM can be sampled by a whole *family* of processes: DDIM's
@@ -172,7 +172,8 @@ def ddim_sample_by_hand(model, s, x_T, steps, eta=0.0, spacing="leading", genera
 
 mine = ddim_sample_by_hand(oracle, s, x_T, 50, eta=0.5, generator=torch.Generator().manual_seed(5))
 pkg = dc.sample(oracle, s, x_T, sampler="ddim", steps=50, eta=0.5, generator=torch.Generator().manual_seed(5))
-print(f"your DDIM vs dc.sample(sampler='ddim'), η = 0.5: largest difference {float((mine - pkg).abs().max()):.1e}")
+print(f"{dc.checks.whose(ddim_step, 'ddim_step')} in a loop vs dc.sample(sampler='ddim'), η = 0.5: largest "
+      f"difference {float((mine - pkg).abs().max()):.1e}")
 
 ddpm = dc.sample(oracle, s, x_T, sampler="ddpm", steps=50, generator=torch.Generator().manual_seed(6))
 ddim1 = dc.sample(oracle, s, x_T, sampler="ddim", steps=50, eta=1.0, generator=torch.Generator().manual_seed(6))

@@ -13,8 +13,9 @@
 # %% [markdown]
 # # 05 · Fast samplers: the probability-flow ODE, Heun, DPM-Solver++ and step schedules
 #
-# **Time:** CPU fast mode ≈ TIME_FAST, CPU full ≈ TIME_FULL (measured on 2 shared cores);
-# GPU full ≈ 1 minute (estimated: nothing here trains, the GPU only speeds up the U-Net calls).
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json). Nothing trains here: the GPU only
+# speeds up the U-Net calls.
 #
 # **You will**
 # - rewrite sampling as an ordinary differential equation, the *probability-flow ODE*, and see that in
@@ -203,7 +204,8 @@ x_T_gauss = torch.randn(n_points, 2, generator=torch.Generator().manual_seed(1),
 grid = s.grid(10, "karras")
 mine = heun_sampler(x_T_gauss / math.sqrt(grid.alpha_bars[0]), grid.sigmas.tolist())
 package = dc.sample(gauss, s, x_T_gauss, sampler="heun", steps=10, spacing="karras")
-print(f"max |your Heun − dc.sample(sampler='heun')| = {(mine - package).abs().max().item():.1e}")
+print(f"{dc.checks.whose(heun_step, 'heun_step')} in a loop vs dc.sample(sampler='heun'): largest difference "
+      f"{(mine - package).abs().max().item():.1e}")
 
 # %% [markdown]
 # ## 4 · DPM-Solver++(2M): solve the linear part exactly
@@ -270,7 +272,8 @@ def dpmpp_2m_sampler(x_s, sigmas):
 
 mine = dpmpp_2m_sampler(x_T_gauss / math.sqrt(grid.alpha_bars[0]), grid.sigmas.tolist())
 package = dc.sample(gauss, s, x_T_gauss, sampler="dpmpp_2m", steps=10, spacing="karras")
-print(f"max |your DPM-Solver++(2M) − dc.sample(sampler='dpmpp_2m')| = {(mine - package).abs().max().item():.1e}")
+print(f"{dc.checks.whose(dpmpp_2m_update, 'dpmpp_2m_update')} in a loop vs dc.sample(sampler='dpmpp_2m'): largest "
+      f"difference {(mine - package).abs().max().item():.1e}")
 
 # %% [markdown]
 # ## 5 · Step schedules: where to spend the steps

@@ -13,9 +13,9 @@
 # %% [markdown]
 # # 06 · Evaluating samplers: FID, KID, the real-vs-real floor, quality versus NFE
 #
-# **Time:** CPU fast mode ≈ 1½ minutes (measured on 2 heavily shared cores, ≈ 25 s of CPU time);
-# CPU full ≈ 10 minutes (estimated: 4 × 1,000 samples at 5 and 10 steps, ≈ 60,000 U-Net evaluations);
-# GPU full ≈ 1 minute (estimated: only the U-Net calls of the live slice need it).
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json). Full mode draws 4 × 1,000 samples
+# at 5 and 10 steps (≈ 60,000 U-Net evaluations); fast mode a small slice of them.
 #
 # **You will**
 # - see why sample quality is measured in the feature space of a network, and why a *domain* classifier

@@ -13,10 +13,12 @@
 # %% [markdown]
 # # 07 · Few-step generation: progressive distillation
 #
-# **Time:** CPU fast mode ≈ TIME_FAST, CPU full ≈ TIME_FULL (measured on 2 shared cores);
-# GPU full ≈ 2 minutes (estimated). The course's distilled MNIST students come from a separate run of
-# `benchmarks/distill_mnist.py` (reduced recipe: 1.3 h on one CPU core; the paper-scale recipe is a GPU job
-# of about 15–30 minutes, estimated); this notebook runs its mechanics and reads the measured results.
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json).
+#
+# The course's distilled MNIST students come from a separate run of `benchmarks/distill_mnist.py` (reduced
+# recipe: about 40 minutes on one CPU core; the paper-scale recipe is a GPU job of about 15–30 minutes,
+# estimated); this notebook runs its mechanics and reads the measured results.
 #
 # **You will**
 # - see why even a *perfect* denoiser cannot sample in 1–4 steps with an ODE solver, and what a model
@@ -205,7 +207,8 @@ def oracle_x0(z, k):
 z_two = two_ddim_steps(oracle_x0, z_t, *levels)
 grid = dc.schedule.Grid(ts=torch.tensor(ts), alpha_bars=torch.tensor(levels, dtype=torch.float64), discrete=True)
 by_sampler = dc.samplers.ddim_sample(dc.samplers.EpsModel(oracle, grid, z_t), z_t, grid)
-print(f"your two steps vs the package's DDIM on the same two levels: largest difference "
+print(f"{dc.checks.whose(two_ddim_steps, 'two_ddim_steps')} vs the package's DDIM on the same two levels: largest "
+      f"difference "
       f"{float((z_two - by_sampler).abs().max()):.1e}")
 
 # %% [markdown]

@@ -13,8 +13,9 @@
 # %% [markdown]
 # # 08 · Class-conditional generation and classifier-free guidance
 #
-# **Time:** CPU fast mode ≈ TIME_FAST, CPU full ≈ TIME_FULL (measured on 2 shared cores);
-# GPU full ≈ 2 minutes (estimated: nothing trains here, the GPU only speeds up the U-Net calls).
+# **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
+# (≈ marks an estimate; how each was measured: docs/runtimes.json). Nothing trains here: the GPU only
+# speeds up the U-Net calls.
 #
 # **You will**
 # - see how one network is both a conditional model ε_θ(x_t, t, y) and an unconditional one ε_θ(x_t, t, ∅),

@@ -231,6 +231,8 @@ def test_marker_line_numbers_point_at_the_markers():
 def copy_repo(tmp_path: Path) -> Path:
     for folder in ("solutions", "notebooks"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (tmp_path / "docs").mkdir()
+    shutil.copy(ROOT / authoring.RUNTIMES, tmp_path / authoring.RUNTIMES)
     return tmp_path
 
 
@@ -320,6 +322,58 @@ def test_readme_course_map_lists_every_notebook():
     for source in authoring.read_sources(ROOT):
         assert authoring.colab_badge(f"notebooks/{source.stem}.ipynb") in readme
         assert f"[{authoring.table_cell(source.title)}](notebooks/{source.stem}.ipynb)" in readme
+
+
+# --- run times in the headers come from docs/runtimes.json -------------------------------------------------
+TIMED = DEMO.replace("# Some text.", "# **Time:** fast {{time:cpu_fast}}, full {{time:cpu_full}}, GPU "
+                     "{{time:gpu_full}}.\n#\n# Some text.")
+RUNTIMES = {"notebooks": {"07_demo": {"cpu_fast": {"seconds": 40, "how": "measured"},
+                                      "cpu_full": {"seconds": 600, "how": "estimated"},
+                                      "gpu_full": {"seconds": 30, "how": "estimated"}}}}
+
+
+def timed_root(tmp_path: Path, text: str = TIMED, runtimes: dict = RUNTIMES) -> Path:
+    root = make_root(tmp_path, text)
+    (root / "docs").mkdir(exist_ok=True)
+    (root / authoring.RUNTIMES).write_text(json.dumps(runtimes), encoding="utf-8")
+    return root
+
+
+def test_header_times_are_filled_from_runtimes_json(tmp_path):
+    for rel in ("notebooks/07_demo.ipynb", "solutions/07_demo.ipynb"):
+        header = "".join(built(timed_root(tmp_path), rel)["cells"][2]["source"])
+        assert "**Time:** fast 40 s, full ≈ 10 min, GPU ≈ 30 s." in header and "{{" not in header
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (DEMO, "needs a '**Time:**' paragraph"),
+    (TIMED.replace("{{time:gpu_full}}", "soon"), "missing {{time:gpu_full}}"),
+    (TIMED.replace("GPU {{time:gpu_full}}", "GPU {{time:gpu_full}} or ≈ 2 min"), "writes a run time by hand"),
+    (TIMED.replace("# Some text.", "# Takes RUNTIME_FAST."), "unfilled placeholder 'RUNTIME_FAST'"),
+    (TIMED.replace("# Some text.", "# {{time:cpu_slow}}"), "unknown run-time kind 'cpu_slow'"),
+])
+def test_header_time_rules(tmp_path, text, message):
+    with pytest.raises(AuthoringError, match=re.escape(f"{NAME}:") + r"\d+: .*" + re.escape(message)):
+        build_all(timed_root(tmp_path, text))
+
+
+def test_a_time_field_without_an_entry_is_an_error(tmp_path):
+    runtimes = {"notebooks": {"07_demo": {"cpu_fast": {"seconds": 40, "how": "measured"}}}}
+    with pytest.raises(AuthoringError, match=r"\{\{time:cpu_full\}\} has no entry in docs/runtimes.json"):
+        build_all(timed_root(tmp_path, runtimes=runtimes))
+
+
+def test_committed_headers_quote_the_readme_map():
+    readme = (ROOT / "README.md").read_text()
+    runtimes = authoring.read_runtimes(ROOT, authoring.read_sources(ROOT))
+    for source in authoring.read_sources(ROOT):
+        nb = json.loads((ROOT / "notebooks" / f"{source.stem}.ipynb").read_text())
+        header = "".join(nb["cells"][2]["source"])
+        row = next(line for line in readme.splitlines() if f"(notebooks/{source.stem}.ipynb)" in line)
+        for kind in authoring.RUNTIME_KINDS:
+            shown = authoring.format_runtime(runtimes[source.stem][kind])
+            assert shown in header and shown in row, (source.stem, kind, shown)
+        assert not re.search(r"[A-Z]+_(FAST|FULL)|\{\{", header), source.stem
 
 
 def test_module_entry_point():

@@ -196,3 +196,63 @@ def test_a_new_check_is_one_line(capsys):
 
 def test_check_failed_is_an_assertion_error():
     assert issubclass(CheckFailed, AssertionError)
+
+
+# --- what a learner sees in Jupyter: a short message, the likely slip, the exercise's formula ---------------
+def _render(check, fn) -> list[str]:
+    with pytest.raises(CheckFailed) as info:
+        check(fn)
+    return info.value._render_traceback_()
+
+
+def test_jupyter_shows_a_short_message_with_property_input_and_formula():
+    def snr(ab):
+        return -(ab / (1 - ab))
+
+    lines = _render(dc.checks.snr, snr)
+    assert "check failed" in lines[0] and "snr(linear schedule" in lines[0]          # which input
+    text = "\n".join(lines)
+    assert "wrong value at index (0,): expected 9999, got -9999" in text             # expected against got
+    assert "likely cause: the sign is flipped" in text                               # the property
+    assert "the exercise: snr(alpha_bars) -> alpha_bars / (1 - alpha_bars)" in text  # the hint
+    assert len(lines) <= 8 and "checks.py" not in text and "Traceback" not in text
+
+
+def test_an_error_in_the_learners_code_shows_only_the_learners_frames():
+    def q_sample(x0, t, noise, s):
+        return x0.no_such_attribute
+
+    text = "\n".join(_render(dc.checks.q_sample, q_sample))
+    assert "raised AttributeError" in text and "in your code:" in text and "in q_sample" in text
+    assert "ddpm_course" not in text
+
+
+@pytest.mark.parametrize(("wrong", "cause"), [
+    (lambda e: -e, "the sign is flipped"),
+    (lambda e: e**2, "a square root is missing"),
+    (lambda e: e.sqrt(), "a square root too many"),
+    (lambda e: 2 * e, "off by a constant factor (got = 2 × expected)"),
+    (lambda e: e + 0.5, "off by a constant (got = expected + 0.5)"),
+    (lambda e: torch.cat([e[:1], e[:-1]]), "shifted by one index"),
+])
+def test_diagnose_names_the_usual_slips(wrong, cause):
+    e = torch.linspace(0.1, 0.9, 50, dtype=torch.float64) ** 1.5
+    assert cause in dc.checks.diagnose(wrong(e), e)
+
+
+def test_diagnose_says_nothing_about_an_arbitrary_error():
+    e = torch.linspace(0.1, 0.9, 50, dtype=torch.float64)
+    assert dc.checks.diagnose(e + 0.01 * torch.sin(40 * e), e) == ""
+
+
+def test_whose_tells_a_blank_exercise_from_the_learners_answer():
+    def blank(ab):
+        raise NotImplementedError
+
+    def answer(ab):
+        return ab / (1 - ab)
+
+    got = dc.checks.snr(blank)
+    assert dc.checks.is_reference(got) and "the reference snr" in dc.checks.whose(got, "snr")
+    mine = dc.checks.snr(answer)
+    assert mine is answer and not dc.checks.is_reference(mine) and dc.checks.whose(mine, "snr") == "your snr"
