@@ -338,14 +338,36 @@ def check_site_index(page, base: str, stems: list[str]) -> SiteReport:
     return report
 
 
+_TYPESET = ", ".join(f".jp-RenderedMarkdown {s}" for s in (".MathJax_CHTML", ".MathJax", "mjx-container"))
+
+
 def check_site_notebook(page, base: str, rel_html: str, n_code_cells: int) -> SiteReport:
-    """A notebook page renders its code cells (mkdocs-jupyter's nbconvert HTML)."""
+    """A notebook page renders its code cells (mkdocs-jupyter's nbconvert HTML), its equations (MathJax
+    typesets them: no raw $$ left, at least one typeset formula) and its outputs (at least one figure that
+    loads, from the execution at site build time)."""
     report = SiteReport(page=f"{base}/{rel_html}")
     page.goto(report.page, timeout=START_TIMEOUT_S * 1000)
+    page.wait_for_load_state("load")
     # mkdocs-jupyter wraps each cell in a second div of the same classes; the inner one carries the cell id.
     shown = page.eval_on_selector_all(".jp-CodeCell[id^='cell-id=']", "els => els.length")
     if shown != n_code_cells:
         report.missing.append(f"{rel_html}: {shown} code cells rendered, the notebook has {n_code_cells}")
+    deadline, typeset = time.monotonic() + RENDER_TIMEOUT_S, 0
+    while time.monotonic() < deadline:   # MathJax typesets after the page has loaded
+        typeset = page.eval_on_selector_all(_TYPESET, "els => els.length")
+        if typeset:
+            break
+        time.sleep(0.5)
+    if not typeset:
+        report.missing.append(f"{rel_html}: no rendered equation (MathJax typeset nothing)")
+    raw = page.evaluate("() => [...document.querySelectorAll('.jp-RenderedMarkdown')]"
+                        ".filter(el => el.innerText.includes('$$')).length")
+    if raw:
+        report.missing.append(f"{rel_html}: {raw} markdown cell(s) still show raw $$ LaTeX")
+    figures = page.eval_on_selector_all(".jp-OutputArea-output img",
+                                        "els => els.filter(i => i.complete && i.naturalWidth > 0).length")
+    if not figures:
+        report.missing.append(f"{rel_html}: no figure in any cell output")
     return report
 
 

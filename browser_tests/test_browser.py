@@ -7,7 +7,9 @@
 2. The same check fails, naming the missing piece, on a copy with the widget cell removed and on a copy
    whose figures are removed (image output switched off) — proof that test 1 can fail.
 3. The built site (_site/, `make site`) shows the course map on its home page, over http and from disk,
-   and renders the notebook pages; the check fails on a copy of the site whose course map is cut out.
+   and renders every notebook page with its equations typeset (MathJax served with the site) and its
+   figures (the notebooks run at build time); the checks fail on a copy of the site whose course map is
+   cut out, and on a notebook page without MathJax and without its figures.
 """
 
 from __future__ import annotations
@@ -183,6 +185,32 @@ def test_site_home_page_shows_the_course_map(page, site):
     # A workshop room without network: the same page straight from disk.
     offline = lc.check_site_index(page, site.resolve().as_uri(), stems())
     assert offline.problems() == [], "\n".join(offline.problems())
+
+
+def test_every_site_notebook_page_shows_equations_and_figures(page, site):
+    with lc.serve(site) as base:
+        problems = []
+        for folder in ("notebooks", "solutions"):
+            for stem in stems():
+                n_code = len(lc.code_cells(ROOT / folder / f"{stem}.ipynb"))
+                problems += lc.check_site_notebook(page, base, f"{folder}/{stem}.html", n_code).problems()
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_site_notebook_check_fails_without_mathjax_or_outputs(page, site, tmp_path):
+    damaged = tmp_path / "site"
+    shutil.copytree(site, damaged)
+    html_path = damaged / NOTEBOOK.replace(".ipynb", ".html")
+    html = html_path.read_text(encoding="utf-8")
+    html = re.sub(r'<script[^>]*src="[^"]*MathJax\.js[^"]*"[^>]*></script>', "", html)
+    html, n_img = re.subn(r"<img [^>]*src=\"data:image/png;base64,[^\"]*\"[^>]*>", "", html)
+    assert n_img >= 1, "the notebook page has no embedded figure to cut"
+    html_path.write_text(html, encoding="utf-8")
+    n_code = len(lc.code_cells(ROOT / NOTEBOOK))
+    with lc.serve(damaged) as base:
+        problems = lc.check_site_notebook(page, base, NOTEBOOK.replace(".ipynb", ".html"), n_code).problems()
+    assert any("no rendered equation" in p for p in problems), problems
+    assert any("no figure in any cell output" in p for p in problems), problems
 
 
 def test_the_site_check_fails_without_the_course_map(page, site, tmp_path):

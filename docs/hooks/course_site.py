@@ -3,13 +3,15 @@
 The notebooks live outside docs/, in notebooks/ and solutions/: this hook adds them to the site before
 mkdocs-jupyter renders them, writes the navigation from what is in the repository (so a new notebook or
 results page needs no edit here), puts the README's course map (run times and Colab badges, from
-ddpm_course.authoring) on the home page, and adds a gallery of the committed figures in docs/figures/.
+ddpm_course.authoring) on the home page, adds a gallery of the committed figures in docs/figures/, and
+copies MathJax (the jupyter-server-mathjax package) into the site for the notebooks' equations.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -107,3 +109,17 @@ def on_page_markdown(markdown, page, config, files):
     table = authoring.course_map(sources, authoring.read_runtimes(ROOT, sources))
     # The map's links are relative to the repository root; the site's root is docs/.
     return markdown.replace(MAP_PLACEHOLDER, table.replace(f"]({authoring.RUNTIMES})", "](runtimes.json)"))
+
+
+MATHJAX_DIR = "assets/mathjax"  # mkdocs.yml's custom_mathjax_url points here
+
+
+def on_post_build(config):
+    import jupyter_server_mathjax
+
+    static = Path(jupyter_server_mathjax.__file__).parent / "static"
+    if not (static / "MathJax.js").is_file():
+        raise FileNotFoundError(f"no MathJax.js in {static}: reinstall jupyter-server-mathjax (make site)")
+    target = Path(config["site_dir"]) / MATHJAX_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(static, target)
