@@ -14,7 +14,11 @@ Adding a check for a new exercise is one line::
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import signal
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +77,9 @@ TOLERANCES = {
 }
 
 
+TIME_LIMIT_S = 10.0   # per test case; every reference runs in milliseconds on these inputs
+
+
 def compare(name: str, student_fn: Callable, reference_fn: Callable, cases: Sequence[Case], *,
             outputs: Sequence[str] | None = None, tolerances: dict | None = None) -> Callable:
     """Run `student_fn` and `reference_fn` on every case and compare the results.
@@ -89,14 +96,20 @@ def compare(name: str, student_fn: Callable, reference_fn: Callable, cases: Sequ
         where = f"{name}({c.label})"
         expected = reference_fn(*_clone(c.args), **_clone(c.kwargs))
         args, kwargs = _clone(c.args), _clone(c.kwargs)
+        state = _global_state()
         try:
-            got = student_fn(*args, **kwargs)
+            with time_limit(TIME_LIMIT_S):
+                got = student_fn(*args, **kwargs)
         except NotImplementedError as err:
             print(f"… {name}: not implemented yet ({err}). The notebook carries on with the reference "
                   "implementation; come back to this exercise any time.")
             return reference_fn
+        except CheckTimeout as err:
+            raise CheckFailed(f"{where}: your function is {err} on an input this small (an endless loop? "
+                              "a loop over every pixel?); the reference takes milliseconds") from None
         except Exception as err:
             raise CheckFailed(f"{where} raised {type(err).__name__}: {err}") from err
+        _check_global_state(where, state)
         _check_inputs_unchanged(where, c, args, kwargs)
         _compare(where, got, expected, outputs, tol)
     print(f"✓ {name}: matches the reference on {len(cases)} test cases ({'; '.join(c.label for c in cases)})")
@@ -163,6 +176,7 @@ class _Posted:
 
 # --- comparing results --------------------------------------------------------------------------
 def _clone(obj):
+    """A deep copy of the tensors in a case: inside tuples, lists, dicts and objects (a NoiseSchedule)."""
     if isinstance(obj, torch.Tensor):
         return obj.clone()
     if isinstance(obj, tuple):
@@ -171,16 +185,74 @@ def _clone(obj):
         return [_clone(o) for o in obj]
     if isinstance(obj, dict):
         return {k: _clone(v) for k, v in obj.items()}
+    if hasattr(obj, "__dict__") and not callable(obj) and any(isinstance(v, torch.Tensor)
+                                                               for v in vars(obj).values()):
+        return copy.deepcopy(obj)
     return obj
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and \
+            bool(torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0,
+                                                                                  equal_nan=True)))
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if hasattr(a, "__dict__") and not callable(a) and type(a) is type(b):
+        return _same(vars(a), vars(b))
+    return True
 
 
 def _check_inputs_unchanged(where: str, c: Case, args: tuple, kwargs: dict) -> None:
     named = [(f"argument {i + 1}", a, b) for i, (a, b) in enumerate(zip(c.args, args, strict=True))]
     named += [(f"argument {k}=", c.kwargs[k], kwargs[k]) for k in c.kwargs]
     for label, before, after in named:
-        if isinstance(before, torch.Tensor) and not torch.equal(before, after):
-            raise CheckFailed(f"{where}: your function changed its {label} in place; compute a new tensor "
-                              "instead (avoid +=, *=, .add_() and friends on inputs)")
+        if not _same(before, after):
+            what = "" if isinstance(before, torch.Tensor) else f" (the {type(before).__name__}'s tensors)"
+            raise CheckFailed(f"{where}: your function changed its {label}{what} in place; compute a new "
+                              "tensor instead (avoid +=, *=, .add_() and friends on inputs)")
+
+
+def _global_state() -> tuple:
+    return torch.get_default_dtype(), torch.is_grad_enabled()
+
+
+def _check_global_state(where: str, before: tuple) -> None:
+    after = _global_state()
+    if after != before:
+        torch.set_default_dtype(before[0])
+        torch.set_grad_enabled(before[1])
+        what = "torch's default dtype (torch.set_default_dtype)" if after[0] != before[0] else \
+            "torch's gradient mode (torch.set_grad_enabled)"
+        raise CheckFailed(f"{where}: your function changed {what} for the whole notebook; leave global "
+                          "settings alone (restored now)")
+
+
+class CheckTimeout(Exception):
+    """A learner's function ran past the check's time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise CheckTimeout after ``seconds`` (POSIX, main thread: where a Jupyter kernel runs cells);
+    elsewhere no limit."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or not seconds:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CheckTimeout(f"still running after {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _compare(where: str, got, expected, outputs, tol) -> None:

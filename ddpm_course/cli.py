@@ -193,6 +193,19 @@ def check_weights(weights: str) -> None:
                      f"(.pt) / .safetensors file, got {weights!r}")
 
 
+MAX_SAMPLES = 10_000
+
+
+def _check_out(out: str) -> None:
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out must be a .png file, got the folder {out!r}")
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file, got {out!r}")
+    if not path.parent.is_dir():
+        raise ValueError(f"--out: the folder {str(path.parent)!r} does not exist")
+
+
 def check_sample_args(a) -> None:
     """Every value of `ddpm-course sample`, checked before the model loads."""
     from .samplers import SAMPLERS
@@ -214,8 +227,9 @@ def check_sample_args(a) -> None:
         raise ValueError(f"--guidance-scale must be >= 0, got {a.guidance_scale}")
     if a.label not in ("all", "none") and not a.label.isdigit():
         raise ValueError(f"--label must be 'all', 'none' or an integer class index, got {a.label!r}")
-    if Path(a.out).suffix.lower() != ".png":
-        raise ValueError(f"--out must be a .png file, got {a.out!r}")
+    if a.n > MAX_SAMPLES:
+        raise ValueError(f"--n must be <= {MAX_SAMPLES:,} (one grid image), got {a.n:,}")
+    _check_out(a.out)
     check_weights(a.weights)
 
 
@@ -283,10 +297,9 @@ def cmd_demo(a) -> int:
     from .pretrained import load_pretrained
     from .viz import make_grid
 
-    if a.n < 1:
-        raise ValueError(f"--n must be >= 1, got {a.n}")
-    if Path(a.out).suffix.lower() != ".png":
-        raise ValueError(f"--out must be a .png file, got {a.out!r}")
+    if not 1 <= a.n <= 1000:
+        raise ValueError(f"--n must lie in [1, 1000] (digits per sampler), got {a.n}")
+    _check_out(a.out)
     model, s = load_pretrained("mnist")
     y = torch.arange(a.n) % model.num_classes
     calls = sum(steps for _, _, steps in DEMO)

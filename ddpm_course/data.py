@@ -56,6 +56,35 @@ def default_root() -> Path:
     return repo_data if repo_data.is_dir() else Path.home() / ".cache" / "ddpm_course" / "data"
 
 
+# What a CIFAR-10 batch pickle may hold besides dicts, lists, bytes and numbers: numpy arrays. Anything else
+# (os.system, say) is refused, so a planted file cannot run code.
+_NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")   # numpy 1 and numpy 2 names
+_CIFAR_GLOBALS = {(m, n) for m in _NUMPY_CORE for n in ("_reconstruct", "scalar")}
+_CIFAR_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    import pickle
+
+    class Refused(pickle.UnpicklingError):
+        pass
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in _CIFAR_GLOBALS:
+                return super().find_class(module, name)
+            raise Refused(f"{module}.{name}")
+
+    try:
+        with open(path, "rb") as f:
+            return Restricted(f, encoding="bytes").load()
+    except Refused as err:
+        raise ValueError(f"{path} is not a CIFAR-10 batch: it holds {err}, which a CIFAR-10 batch never does "
+                         "(refused without running it)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a readable CIFAR-10 batch ({type(err).__name__}: {err})") from None
+
+
 def load_mnist_subset(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """The bundled real MNIST subset: (x in [-1, 1] of shape (N, 1, 28, 28), labels (N,))."""
     _check_split(split)
@@ -175,15 +204,12 @@ def read_cifar10(folder: str | Path, split: str = "train") -> tuple[torch.Tensor
     b"data" (N, 3072) uint8 in channel-major order and b"labels"). Unlike torchvision this does not
     demand the md5 sums of the full data set, so a small file in the same format works too."""
     _check_split(split)
-    import pickle
-
     xs, ys = [], []
     for name in CIFAR_FILES[split]:
         path = Path(folder) / name
         if not path.is_file():
             raise FileNotFoundError(f"CIFAR-10 batch file {path} is missing")
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")  # the format itself is a pickle (local file only)
+        batch = _read_cifar_batch(path)
         if not isinstance(batch, dict) or b"data" not in batch:
             raise ValueError(f"{path} is not a CIFAR-10 batch (no b'data' entry)")
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))

@@ -20,6 +20,13 @@ def _bcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def _check_float(name: str, x) -> None:
+    """Images are floating point: an integer x0 (uint8 pixels) would cast ᾱ_t to 0 and give pure noise."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        what = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be a floating-point tensor (scale pixels to [-1, 1] first), got {what}")
+
+
 def _check_t(t: torch.Tensor, x: torch.Tensor, s: NoiseSchedule) -> torch.Tensor:
     if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"t must be an integer tensor (LongTensor) of shape (B,), got {t!r:.60}")
@@ -33,6 +40,8 @@ def _check_t(t: torch.Tensor, x: torch.Tensor, s: NoiseSchedule) -> torch.Tensor
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, s: NoiseSchedule) -> torch.Tensor:
     """Sample x_t ~ q(x_t | x_0) in one shot (DDPM eq. 4): x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε."""
+    _check_float("x0", x0)
+    _check_float("noise", noise)
     if noise.shape != x0.shape:
         raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
     ab = _bcast(s.alpha_bars[_check_t(t, x0, s)], x0)

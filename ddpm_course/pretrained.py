@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -117,6 +118,8 @@ def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = N
 
     from .train import load_checkpoint
 
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise ValueError(f"name must be a plain file name (letters, digits, _ . -; no folders), got {name!r}")
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt["config"]
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR

@@ -42,6 +42,11 @@ class EpsModel:
             raise TypeError(f"x_T must be a floating-point tensor, got {got}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) \
+                or not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got "
+                             f"{guidance_scale!r}")
+        _check_x_T(model, x_T)
         B = x_T.shape[0]
         self.model, self.grid, self.prediction, self.w = model, grid, prediction, float(guidance_scale)
         # integer t for the integer grids; float t between them (karras), at least float32 so t stays exact
@@ -88,10 +93,12 @@ class EpsModel:
     def _check(out, x):
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"model must return a tensor, got {type(out).__name__}")
+        if not out.is_floating_point():
+            raise TypeError(f"model must return a floating-point tensor, got {out.dtype}")
         if out.shape != x.shape:
             raise ValueError(f"model output must have the shape of its input x, {tuple(x.shape)}, "
                              f"got {tuple(out.shape)}")
-        return out
+        return out.to(x.dtype)             # a float64 output keeps the sample in x_T's dtype, as promised
 
     def check_finite(self, x: torch.Tensor, sampler: str) -> None:
         """Raise, naming the first step with NaN/inf, if the final sample is not finite (one sync)."""
@@ -102,6 +109,24 @@ class EpsModel:
         i = self._sums[int(bad[0])][0] if len(bad) else len(self.grid) - 1
         raise ValueError(f"{sampler}: NaN/inf appeared at step {i} (t = {float(self.grid.ts[i]):g}) of "
                          f"{len(self.grid)}; check the model output and x_T")
+
+
+def _check_x_T(model, x_T: torch.Tensor) -> None:
+    """A non-empty batch; when the model says what it expects (a U-Net's config and parameters), the shape
+    (C, H, W) and the device must match: a raw torch error deep inside the network names neither."""
+    if x_T.dim() < 2 or x_T.shape[0] == 0:
+        raise ValueError(f"x_T must be a non-empty batch (B, ...) with B >= 1, got shape {tuple(x_T.shape)}")
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "in_channels") and hasattr(cfg, "image_size"):
+        want = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        if tuple(x_T.shape[1:]) != want:
+            raise ValueError(f"x_T must have shape (B, {', '.join(map(str, want))}) for this model, got "
+                             f"{tuple(x_T.shape)}")
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    if first is not None and first.device != x_T.device:
+        raise ValueError(f"x_T is on {x_T.device} but the model is on {first.device}: move one of them "
+                         "(x_T.to(device))")
 
 
 def _randn(like: torch.Tensor, generator) -> torch.Tensor:
@@ -270,6 +295,9 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
     """
     grid = s.grid(steps, spacing)                                         # validates steps and spacing
     opts = _sampler_options(sampler, eta, variance, grid)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (torch.Generator().manual_seed(n)) or None, "
+                        f"got {type(generator).__name__} {generator!r}")
     if generator is not None and (sampler == "ddpm" or opts.get("eta", 0) > 0):
         _check_noise_differs(x_T, generator)
     eps_model = EpsModel(model, grid, x_T, y=y, guidance_scale=guidance_scale, prediction=prediction)

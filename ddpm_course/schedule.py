@@ -14,6 +14,7 @@ the index i ∈ [0, T − 1]. All tables are float64; cast them where they are u
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,12 @@ class NoiseSchedule:
     """β_t and everything derived from it, as 1-D float64 tensors of length T."""
 
     def __init__(self, betas, name: str = "custom"):
-        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        try:
+            betas = torch.as_tensor(betas, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"betas must be a 1-D sequence of numbers, got {type(betas).__name__}") from err
+        if betas.dim() != 1:
+            raise ValueError(f"betas must be 1-D (one β per step), got shape {tuple(betas.shape)}")
         if betas.numel() < 1:
             raise ValueError("betas must hold at least one value")
         if not torch.all((betas > 0) & (betas < 1)):
@@ -49,6 +55,8 @@ class NoiseSchedule:
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
         """DDPM's schedule (Ho et al. 2020, §4): β rises linearly from 1e-4 to 0.02 over T = 1000."""
         _check_T(T)
+        _check_real("beta_start", beta_start)
+        _check_real("beta_end", beta_end)
         if not 0 < beta_start <= beta_end < 1:
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear")
@@ -58,8 +66,12 @@ class NoiseSchedule:
         """Improved DDPM's schedule (Nichol & Dhariwal 2021, eq. 17): ᾱ_t = f(t)/f(0),
         f(t) = cos²(((t/T + s)/(1 + s)) · π/2), with β_t = 1 − ᾱ_t/ᾱ_{t−1} clipped at 0.999."""
         _check_T(T)
-        if s <= 0:
+        _check_real("s", s)
+        _check_real("max_beta", max_beta)
+        if not s > 0:
             raise ValueError(f"s must be > 0, got {s}")
+        if not 0 < max_beta < 1:
+            raise ValueError(f"max_beta must lie strictly between 0 and 1, got {max_beta}")
         steps = torch.arange(T + 1, dtype=torch.float64) / T
         f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
@@ -92,7 +104,8 @@ class NoiseSchedule:
         """Karras et al. 2022, eq. 5: σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ,
         from σ at t = T−1 down to σ at t = 0, then a final 0. Length steps + 1."""
         _check_steps(steps, self.T)
-        if rho <= 0:
+        _check_real("rho", rho)
+        if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
         s_max, s_min = self.sigmas[-1], self.sigmas[0]
         ramp = torch.linspace(0, 1, steps, dtype=torch.float64)            # steps = 1: just σ_max
@@ -158,6 +171,14 @@ class Grid:
 
     def __len__(self) -> int:
         return self.ts.numel()
+
+
+def _check_real(name: str, value) -> None:
+    """A finite real number (not a bool, a string or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
 
 
 def _check_T(T) -> None:

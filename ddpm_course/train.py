@@ -14,10 +14,13 @@ a foreign pickle can never run code.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import json
 import math
 import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -81,8 +84,15 @@ class TrainConfig:
             raise ValueError(f"label_dropout must lie in [0, 1], got {self.label_dropout}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.lr <= 0 or self.warmup < 0 or self.grad_clip <= 0:
-            raise ValueError("need lr > 0, warmup >= 0 and grad_clip > 0")
+        for name in ("lr", "grad_clip"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}")
+        from .data import DATASETS
+        if self.data not in DATASETS:
+            raise ValueError(f"data must be one of {tuple(DATASETS)}, got {self.data!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
@@ -141,11 +151,102 @@ def _autocast(precision: str, device: torch.device):
 
 # --- checkpoints -------------------------------------------------------------------------------------
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write atomically: a temp file in the same folder, then os.replace (a crash leaves the old file)."""
+    """Write atomically: a temp file in the same folder, then os.replace (a crash leaves the old file).
+    A failed write (a full disk, say) removes its temp file, keeps the previous checkpoint and says why."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        full = isinstance(err, OSError) and err.errno == errno.ENOSPC or "unexpected pos" in str(err)
+        if full:
+            kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written yet"
+            raise OSError(errno.ENOSPC, f"no space left on device writing {path} ({kept}; free some space, "
+                                        "then --resume)") from None
+        raise
+
+
+def remove_stale_temp_files(out: Path) -> list[Path]:
+    """Temp files of saves that a crash or a kill interrupted (.NAME.tmp-PID): removed at the next start."""
+    stale = sorted(out.glob(".*.tmp-*")) if out.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+class RunLocked(RuntimeError):
+    """Another trainer holds the run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """One trainer per run folder: an exclusive, non-blocking lock on OUT/.lock, held while training. The
+    operating system releases it when the process ends, so a crashed or killed run never leaves it behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".lock"
+    with open(path, "a+") as f:
+        try:
+            _lock(f)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RunLocked(f"out: {out} is in use by another trainer ({holder}); wait for it to finish or "
+                            "choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {platform.node()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            _unlock(f)
+
+
+if sys.platform == "win32":  # pragma: no cover - the course's CI is Linux
+    import msvcrt
+
+    def _lock(f):
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+
+    def _unlock(f):
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock(f):
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(f):
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+# Settings a resumed run may change: how long it runs and how often it writes; anything else would make the
+# run a different experiment than its checkpoints say.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_every", "sample_every", "command")
+
+
+def check_resume(ckpt: dict, cfg: TrainConfig, model_cfg, path: Path) -> None:
+    """Refuse, before any weights load, to resume a checkpoint with another model or other settings."""
+    needed = ("step", "wall_time", "model", "ema", "optimizer", "scaler", "rng")
+    missing = [k for k in needed if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} cannot be resumed: it lacks {', '.join(missing)} (a weights snapshot, "
+                              "not a full checkpoint?)")
+    old = ckpt["config"]
+    if old.get("model_config") != model_cfg.to_dict():
+        raise CheckpointError(f"{path} was trained with a different model config (--config "
+                              f"{old.get('model')!r}, now {cfg.model!r}); start a new --out")
+    changed = [f"{k}: {old[k]!r} -> {v!r}" for k, v in asdict(cfg).items()
+               if k in old and k not in RESUMABLE_CHANGES and old[k] != v]
+    if changed:
+        raise CheckpointError(f"--resume with other training settings than {path} ({'; '.join(changed)}); "
+                              "pass the run's own values, or start a new --out")
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -168,8 +269,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(ckpt: dict, ema: bool = True) -> UNet:
     """The U-Net stored in a checkpoint (EMA weights by default), in eval mode on the CPU."""
-    model = UNet(ckpt["config"]["model_config"])
-    model.load_state_dict(ckpt["ema" if ema else "model"])
+    key = "ema" if ema else "model"
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model_config"), dict) or key not in ckpt:
+        raise CheckpointError(f"this checkpoint has no model config or no {key!r} weights: not a checkpoint "
+                              "of ddpm-course train")
+    model = UNet(config["model_config"])
+    model.load_state_dict(ckpt[key])
     return model.eval()
 
 
@@ -197,9 +303,20 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
     stop_after: stop (with a checkpoint) after this many steps of *this call* (used by tests).
     return_models: return ``(path, model, ema)`` instead of the path alone.
     Under torchrun (WORLD_SIZE > 1) each process trains on its share of the batch and DDP averages
-    the gradients; rank 0 writes checkpoints and grids.
+    the gradients; rank 0 writes checkpoints and grids. The run folder is locked while training (run_lock):
+    a second trainer on the same ``out`` is refused.
     """
     cfg.validate()
+    out = Path(out)
+    if _dist_info()[1] != 0:
+        return _train(cfg, out, resume, data, device, progress, stop_after, return_models)
+    with run_lock(out):
+        for p in remove_stale_temp_files(out):
+            print(f"removed {p.name}, left by an interrupted save", file=sys.stderr)
+        return _train(cfg, out, resume, data, device, progress, stop_after, return_models)
+
+
+def _train(cfg, out, resume, data, device, progress, stop_after, return_models):
     world, rank, local_rank = _dist_info()
     if device is None:
         from . import device as default_device
@@ -210,7 +327,6 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {world}")
-    out = Path(out)
     last = out / "last.pt"
     main = rank == 0
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
@@ -227,8 +343,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
     torch.manual_seed(cfg.seed + 7919 * rank)                      # dropout inside the model
     step, wall = 0, 0.0
 
+    if not resume and last.exists():
+        raise ValueError(f"out: {out} already holds a run (last.pt); pass --resume to continue it, or choose "
+                         "a new --out")
     if resume and last.exists():
         ckpt = load_checkpoint(last)
+        check_resume(ckpt, cfg, model_cfg, last)
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -241,8 +361,6 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, data: tuple |
             gen.manual_seed(cfg.seed + 7919 * rank + 104729 * step)
             torch.manual_seed(cfg.seed + 7919 * rank + 104729 * step)
         log(f"resuming from step {step} ({last})")
-        if ckpt["config"].get("model_config") != model_cfg.to_dict():
-            raise CheckpointError(f"{last} was trained with a different model config; start a new --out")
     elif resume:
         log(f"--resume: no checkpoint in {out}, starting from step 0")
     if main:

@@ -131,7 +131,7 @@ def test_truncated_foreign_and_malicious_checkpoints(tmp_path):
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"format": "ddpm-course-checkpoint", "step": 1})
+    save_checkpoint(path, {"format": "ddpm-course-checkpoint", "step": 1, "config": {}, "ema": {}})
 
     class Unsaveable:
         def __reduce__(self):
@@ -140,6 +140,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(path, {"format": "ddpm-course-checkpoint", "step": 2, "x": Unsaveable()})
     assert load_checkpoint(path)["step"] == 1
+    assert list(tmp_path.glob(".*.tmp-*")) == []                       # the failed save left no temp file
 
 
 def _cli(*args, **kw):
