@@ -123,7 +123,10 @@ def cmd_evaluate(args) -> None:
         measure("teacher DPM-Solver++(2M) (karras), reference", args.ref_steps, teacher, sampler="dpmpp_2m",
                 steps=args.ref_steps, spacing="karras")
     floor = dc.metrics.real_baseline(args.n)
-    result = {"n": args.n, "seed": args.seed, "teacher": args.teacher, "out": str(args.out),
+    teacher_sha = (dc.pretrained.manifest(args.teacher)["sha256"] if args.teacher in dc.pretrained.available()
+                   else dc.pretrained.sha256(args.teacher))
+    result = {"n": args.n, "seed": args.seed, "teacher": args.teacher, "teacher_sha256": teacher_sha,
+              "out": str(args.out),
               "real_vs_real_fid": round(floor, 2), "distillation": recipe, "rows": rows,
               "command": " ".join(["python", *sys.argv])}
     res = ROOT / "benchmarks" / "results"

@@ -17,7 +17,7 @@
 # (≈ marks an estimate; how each was measured: docs/runtimes.json).
 #
 # The course's distilled MNIST students come from a separate run of `benchmarks/distill_mnist.py` (reduced
-# recipe: about 40 minutes on one CPU core; the paper-scale recipe is a GPU job of about 15–30 minutes,
+# recipe: about 25 minutes on one CPU core; the paper-scale recipe is a GPU job of about 15–30 minutes,
 # estimated); this notebook runs its mechanics and reads the measured results.
 #
 # **You will**
@@ -570,8 +570,8 @@ else:
 # The same comparison live, on a few samples (and FID on 1,000 in full mode): the teacher's DDIM and
 # DPM-Solver++(2M) at NFE = 1, 2, 4, and every distilled student shipped with the package
 # (`mnist_distilled_*` in `dc.pretrained.available()`; its manifest says how to sample it, and which
-# shipped model taught it: `mnist_early`, the course's first, shorter-trained model, whose sha256 the
-# manifest records).
+# shipped model taught it: `mnist`, the course model of every other notebook, whose sha256 the manifest
+# records).
 
 # %%
 shipped = sorted(n for n in dc.pretrained.available() if n.startswith("mnist_distilled"))
@@ -630,12 +630,11 @@ else:
 #   Karras spacing, excellent at 20+ steps, wastes a few-step budget at low noise (its grid ends at σ_min
 #   before the last jump to 0): trailing spacing is the fair baseline at NFE ≤ 4.
 # - *Where they do not.* No student can beat its first teacher, and the quality-versus-NFE study of their
-#   teacher, `mnist_early` (`benchmarks/results/mnist_early/`), shows that network with 10–20 NFE of
-#   DPM-Solver++ or DDIM doing better than DDIM-8. The shipped `mnist` is a better teacher still
-#   (DPM-Solver++ with 10 NFE: FID 2.27 against `mnist_early`'s 5.36); distilling from it is the same
-#   command. A longer run from a
-#   many-step teacher (the `gpu` preset, 256 steps) lowers the ceiling; the CPU run trades that for
-#   an affordable 1.3 hours. FID at n = 1,000 is also noisy: differences of a few tenths are ties.
+#   teacher (`benchmarks/results/quality_vs_nfe.md`) shows it with 10 NFE of DPM-Solver++ (FID 2.27) doing
+#   better than DDIM-8 and so better than any student of this run. At 4 NFE its own DPM-Solver++(2M) with
+#   trailing spacing already ties with the 4-step student: distillation pays at 1–2 steps. A longer run
+#   from a many-step teacher (the `gpu` preset, 256 steps) lowers the ceiling; the CPU run trades that for
+#   an affordable 25 minutes. FID at n = 1,000 is also noisy: differences of a few tenths are ties.
 #
 # What to expect at full scale, from the papers: on CIFAR-10, progressive distillation reaches FID 3.0 with
 # 4 steps (Salimans & Ho 2022) and consistency distillation 3.55 with 1 step and 2.93 with 2 (Song et al.

@@ -132,13 +132,15 @@ def test_shipped_mnist_weights_verify_and_load():
 
 @pytest.mark.parametrize("name", ["mnist_distilled_4", "mnist_distilled_1"])
 def test_shipped_distilled_students_draw_the_requested_digits_in_few_steps(name):
-    """The student, sampled as its manifest says, draws recognisable digits where its teacher with the
-    same number of DDIM steps cannot (measured: 94 % vs 41 % at one step, 94 % vs 90 % at four). The
-    teacher is the shipped model it was distilled from (``mnist_early``, checked by sha256)."""
+    """The student, sampled as its manifest says, draws the requested digits in one step where its teacher
+    with one DDIM step cannot, and keeps up with it at four (measured on 500: 95.6 % vs 76.0 % at one step,
+    95.6 % vs 97.6 % at four, where the teacher's own DDIM is already good class-conditionally; the
+    unconditional FIDs are in docs/results_distill.md). The teacher is the shipped model it was distilled
+    from (``mnist``, checked by sha256)."""
     meta = manifest(name)
     assert meta["sha256"] == pretrained.sha256(pretrained.WEIGHTS_DIR / meta["file"])
     teacher_name = meta["distillation"]["teacher"]
-    assert teacher_name == "mnist_early"
+    assert teacher_name == "mnist"
     assert meta["distillation"]["teacher_sha256"] == manifest(teacher_name)["sha256"]
     assert meta["export_command"].startswith("python benchmarks/distill_mnist.py export")
     how = meta["sampling"]
@@ -153,8 +155,11 @@ def test_shipped_distilled_students_draw_the_requested_digits_in_few_steps(name)
         x_teacher = dc.sample(teacher, s, x_T, **kw).clamp(-1, 1)
     acc_student = (dc.metrics.classify(x_student) == y).float().mean().item()
     acc_teacher = (dc.metrics.classify(x_teacher) == y).float().mean().item()
-    assert acc_student >= 0.85, acc_student
-    assert acc_student > acc_teacher, (acc_student, acc_teacher)
+    assert acc_student >= 0.9, acc_student
+    if how["steps"] == 1:
+        assert acc_student > acc_teacher + 0.1, (acc_student, acc_teacher)
+    else:
+        assert acc_student >= acc_teacher - 0.05, (acc_student, acc_teacher)
 
 
 @pytest.mark.slow
