@@ -88,8 +88,8 @@ $(BROWSER_STAMP): $(STAMP)
 	@touch $@
 
 # --strict: a build warning (a broken link, a missing page) fails the build. The notebooks run in fast mode
-# for their pages' outputs (about 10 CPU-minutes the first time; build/mkdocs-jupyter-cache keeps them).
-SITE_ENV := DDPM_COURSE_FAST=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg NO_MKDOCS_2_WARNING=1
+# for their pages' outputs (about 10 CPU-minutes the first time; build/site-notebooks/ caches them).
+SITE_ENV := DDPM_COURSE_FAST=1 HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1
 site: $(SITE_STAMP)
 	$(SITE_ENV) $(BIN)/mkdocs build --strict --clean --site-dir _site
 

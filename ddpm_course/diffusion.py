@@ -13,11 +13,11 @@ from .schedule import NoiseSchedule
 PREDICTIONS = ("eps", "x0", "v")
 
 
-def _bcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-sample scalars (B,) -> (B, 1, 1, ...) in the dtype and device of `like`."""
-    values = torch.as_tensor(values, dtype=torch.float64)
-    values = values.to(device=like.device, dtype=like.dtype)
-    return values.reshape(-1, *([1] * (like.dim() - 1)))
+def per_sample(values, like: torch.Tensor) -> torch.Tensor:
+    """A number, or per-sample values (B,), as a tensor in the dtype and device of ``like`` (B, ...) that
+    broadcasts against it: (B,) -> (B, 1, 1, ...). The package's one broadcasting helper."""
+    values = torch.as_tensor(values, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
+    return values.reshape(-1, *([1] * (like.dim() - 1))) if values.dim() == 1 and like.dim() > 1 else values
 
 
 def _check_float(name: str, x) -> None:
@@ -44,13 +44,13 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, s: NoiseSch
     _check_float("noise", noise)
     if noise.shape != x0.shape:
         raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
-    ab = _bcast(s.alpha_bars[_check_t(t, x0, s)], x0)
+    ab = per_sample(s.alpha_bars[_check_t(t, x0, s)], x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
 def q_mean_var(x0: torch.Tensor, t: torch.Tensor, s: NoiseSchedule):
     """Mean and variance of q(x_t | x_0) (DDPM eq. 4): (√ᾱ_t x_0, 1 − ᾱ_t)."""
-    ab = _bcast(s.alpha_bars[_check_t(t, x0, s)], x0)
+    ab = per_sample(s.alpha_bars[_check_t(t, x0, s)], x0)
     return ab.sqrt() * x0, (1 - ab).expand_as(x0)
 
 
@@ -62,8 +62,8 @@ def posterior(x0: torch.Tensor, x_t: torch.Tensor, ab_t, ab_prev):
         β̃ = (1 − ᾱ_prev)/(1 − ᾱ_t) · β_t'
     ab_t and ab_prev are floats or per-sample tensors (B,).
     """
-    ab_t = _bcast(ab_t, x_t) if torch.is_tensor(ab_t) else torch.tensor(ab_t, dtype=x_t.dtype)
-    ab_prev = _bcast(ab_prev, x_t) if torch.is_tensor(ab_prev) else torch.tensor(ab_prev, dtype=x_t.dtype)
+    ab_t = per_sample(ab_t, x_t) if torch.is_tensor(ab_t) else torch.tensor(ab_t, dtype=x_t.dtype)
+    ab_prev = per_sample(ab_prev, x_t) if torch.is_tensor(ab_prev) else torch.tensor(ab_prev, dtype=x_t.dtype)
     beta = 1 - ab_t / ab_prev
     mean = (ab_prev.sqrt() * beta / (1 - ab_t)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab_t)) * x_t
     var = (1 - ab_prev) / (1 - ab_t) * beta
@@ -81,31 +81,31 @@ def posterior_mean_variance(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
 # --- parameterisations: x_t = √ᾱ x_0 + √(1−ᾱ) ε,  v = √ᾱ ε − √(1−ᾱ) x_0  (Salimans & Ho 2022, §4) ---
 def eps_to_x0(x_t, eps, ab):
     """x̂_0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ   (DDIM eq. 9)."""
-    ab = _ab(ab, x_t)
+    ab = per_sample(ab, x_t)
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
 
 def x0_to_eps(x_t, x0, ab):
     """ε̂ = (x_t − √ᾱ x̂_0) / √(1−ᾱ)."""
-    ab = _ab(ab, x_t)
+    ab = per_sample(ab, x_t)
     return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 
 def v_to_eps(x_t, v, ab):
     """ε̂ = √ᾱ v + √(1−ᾱ) x_t."""
-    ab = _ab(ab, x_t)
+    ab = per_sample(ab, x_t)
     return ab.sqrt() * v + (1 - ab).sqrt() * x_t
 
 
 def v_to_x0(x_t, v, ab):
     """x̂_0 = √ᾱ x_t − √(1−ᾱ) v."""
-    ab = _ab(ab, x_t)
+    ab = per_sample(ab, x_t)
     return ab.sqrt() * x_t - (1 - ab).sqrt() * v
 
 
 def v_target(x0, eps, ab):
     """v = √ᾱ ε − √(1−ᾱ) x_0."""
-    ab = _ab(ab, x0)
+    ab = per_sample(ab, x0)
     return ab.sqrt() * eps - (1 - ab).sqrt() * x0
 
 
@@ -118,12 +118,6 @@ def to_eps(output: torch.Tensor, x_t: torch.Tensor, ab, prediction: str = "eps")
     if prediction == "v":
         return v_to_eps(x_t, output, ab)
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-
-
-def _ab(ab, like: torch.Tensor) -> torch.Tensor:
-    if torch.is_tensor(ab) and ab.dim() == 1 and ab.numel() == like.shape[0] and like.dim() > 1:
-        return _bcast(ab, like)
-    return torch.as_tensor(ab, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
 
 
 def min_snr_weight(t: torch.Tensor, s: NoiseSchedule, gamma: float = 5.0) -> torch.Tensor:
@@ -153,5 +147,5 @@ def simple_loss(model, x0: torch.Tensor, s: NoiseSchedule, y: torch.Tensor | Non
     eps = model(x_t, t) if y is None else model(x_t, t, y)
     if weight is None:
         return torch.mean((noise - eps) ** 2)
-    per_sample = ((noise - eps) ** 2).flatten(1).mean(1)                # (B,)
-    return torch.mean(_bcast(weight, per_sample) * per_sample)
+    losses = ((noise - eps) ** 2).flatten(1).mean(1)                    # (B,)
+    return torch.mean(per_sample(weight, losses) * losses)

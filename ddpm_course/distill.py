@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .diffusion import PREDICTIONS, eps_to_x0, v_to_x0
+from .diffusion import PREDICTIONS, eps_to_x0, per_sample, v_to_x0
 from .schedule import NoiseSchedule
 from .train import (
     CHECKPOINT_FORMAT,
@@ -57,16 +57,10 @@ KIND = "progressive-distillation"
 
 
 # --- the pieces of Algorithm 2 ---------------------------------------------------------------------------
-def _level(ab, like: torch.Tensor) -> torch.Tensor:
-    """ᾱ as a number or a per-sample tensor (B,) -> a tensor that broadcasts against `like` (B, ...)."""
-    ab = torch.as_tensor(ab, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
-    return ab.reshape(-1, *([1] * (like.dim() - 1))) if ab.dim() == 1 and like.dim() > 1 else ab
-
-
 def predict_x0(output: torch.Tensor, z_t: torch.Tensor, ab_t, prediction: str) -> torch.Tensor:
     """The clean prediction x̂ from a model output in any parameterisation (Salimans & Ho §4):
     ε: x̂ = (z_t − σ_t ε̂)/α_t;  x0: x̂ itself;  v: x̂ = α_t z_t − σ_t v̂."""
-    ab = _level(ab_t, z_t)
+    ab = per_sample(ab_t, z_t)
     if prediction == "eps":
         return eps_to_x0(z_t, output, ab)
     if prediction == "x0":
@@ -79,7 +73,7 @@ def predict_x0(output: torch.Tensor, z_t: torch.Tensor, ab_t, prediction: str) -
 def ddim_step(z_t: torch.Tensor, x0_hat: torch.Tensor, ab_t, ab_s) -> torch.Tensor:
     """One deterministic DDIM step from level ᾱ_t to ᾱ_s, written with the clean prediction
     (Salimans & Ho §2; DDIM eq. 12 with η = 0):  z_s = α_s x̂ + (σ_s/σ_t)(z_t − α_t x̂)."""
-    a_t, a_s = _level(ab_t, z_t), _level(ab_s, z_t)
+    a_t, a_s = per_sample(ab_t, z_t), per_sample(ab_s, z_t)
     return a_s.sqrt() * x0_hat + ((1 - a_s) / (1 - a_t)).sqrt() * (z_t - a_t.sqrt() * x0_hat)
 
 
@@ -94,7 +88,7 @@ def distill_target(z_t: torch.Tensor, z_next: torch.Tensor, ab_t, ab_next) -> to
     """Algorithm 2, line 9: the x̃ with which one DDIM step of the student from z_t lands on the teacher's
     z_t'' = z_next. Solving z_t'' = α_t'' x̃ + (σ_t''/σ_t)(z_t − α_t x̃) for x̃:
         x̃ = (z_t'' − (σ_t''/σ_t) z_t) / (α_t'' − (σ_t''/σ_t) α_t)."""
-    a_t, a_n = _level(ab_t, z_t), _level(ab_next, z_t)
+    a_t, a_n = per_sample(ab_t, z_t), per_sample(ab_next, z_t)
     ratio = ((1 - a_n) / (1 - a_t)).sqrt()                       # σ_t'' / σ_t
     return (z_next - ratio * z_t) / (a_n.sqrt() - ratio * a_t.sqrt())
 
@@ -159,7 +153,7 @@ def distill_loss(student, teacher, x0: torch.Tensor, levels: Halving, *, y=None,
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(dev)      # line 5
     ab_t, ab_mid, ab_next = levels.ab_t[i], levels.ab_mid[i], levels.ab_next[i]
     t, t_mid = levels.t[i].to(dev), levels.t_mid[i].to(dev)
-    a = _level(ab_t, x0)
+    a = per_sample(ab_t, x0)
     z_t = a.sqrt() * x0 + (1 - a).sqrt() * eps                                    # line 6
     with torch.no_grad():
         ts, abs_ = (t, t_mid), (ab_t, ab_mid)
@@ -525,7 +519,7 @@ def fit_to_oracle(net: nn.Module, oracle, s: NoiseSchedule, x_data: torch.Tensor
     for k in tqdm(range(iters), disable=not progress, desc="fit"):
         x0 = x_data[torch.randint(0, x_data.shape[0], (batch_size,), generator=generator)]
         t = torch.randint(0, s.T, (batch_size,), generator=generator)
-        ab = _level(s.alpha_bars[t], x0)
+        ab = per_sample(s.alpha_bars[t], x0)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         with torch.no_grad():
             eps = oracle(x_t, t).to(x0)

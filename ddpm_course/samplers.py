@@ -48,7 +48,8 @@ class EpsModel:
                              f"{guidance_scale!r}")
         _check_x_T(model, x_T)
         B = x_T.shape[0]
-        self.model, self.grid, self.prediction, self.w = model, grid, prediction, float(guidance_scale)
+        self.model, self.grid, self.prediction = model, grid, prediction
+        self.scale = float(guidance_scale)         # the guidance scale s = 1 + w (w: Ho & Salimans' weight)
         # integer t for the integer grids; float t between them (karras), at least float32 so t stays exact
         t_dtype = torch.int64 if grid.discrete else torch.promote_types(x_T.dtype, torch.float32)
         self.ts = grid.ts.to(device=x_T.device, dtype=t_dtype)[:, None].expand(-1, B).contiguous()
@@ -58,25 +59,25 @@ class EpsModel:
 
     def _check_y(self, y, B, device):
         if y is None:
-            if self.w != 1.0:
-                raise ValueError(f"guidance_scale={self.w} needs class labels y (or guidance_scale=1.0)")
+            if self.scale != 1.0:
+                raise ValueError(f"guidance_scale={self.scale} needs class labels y (or guidance_scale=1.0)")
             return None
         y = torch.as_tensor(y, device=device)
         if y.dtype not in (torch.int64, torch.int32) or y.shape != (B,):
             raise ValueError(f"y must be an integer tensor of shape (B,) = ({B},), "
                              f"got {y.dtype} {tuple(y.shape)}")
-        if self.w == 1.0:
+        if self.scale == 1.0:
             return y
         null = getattr(self.model, "null_label", None)
         if not isinstance(null, int):
-            raise ValueError(f"guidance_scale={self.w} != 1 needs a class-conditional model with an integer "
-                             "attribute model.null_label (the label of the unconditional branch)")
-        if self.w == 0.0:                                         # ε̃ = ε_∅: the conditional branch is unused
+            raise ValueError(f"guidance_scale={self.scale} != 1 needs a class-conditional model with an "
+                             "integer attribute model.null_label (the label of the unconditional branch)")
+        if self.scale == 0.0:                                     # ε̃ = ε_∅: the conditional branch is unused
             return torch.full_like(y, null)
         return torch.cat([y, torch.full_like(y, null)])           # conditional and unconditional labels
 
     def __call__(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        t, guided = self.ts[i], self.y is not None and self.w not in (0.0, 1.0)
+        t, guided = self.ts[i], self.y is not None and self.scale not in (0.0, 1.0)
         if guided:                                                # both branches in one batch of 2B
             x2 = torch.cat([x, x])
             out = self._check(self.model(x2, torch.cat([t, t]), self.y), x2).reshape(2, *x.shape)
@@ -84,7 +85,7 @@ class EpsModel:
             out = self._check(self.model(x, t) if self.y is None else self.model(x, t, self.y), x)
         eps = to_eps(out, x, self.ab[i], self.prediction)         # conversion is affine, so guide after it
         if guided:
-            eps = eps[1] + self.w * (eps[0] - eps[1])             # ε_∅ + w (ε_y − ε_∅)  (Ho & Salimans 2021)
+            eps = eps[1] + self.scale * (eps[0] - eps[1])  # ε̃ = ε_∅ + s (ε_y − ε_∅), s = 1 + w (H&S eq. 6)
         self.nfe += 2 if guided else 1
         self._sums.append((i, eps.sum()))           # NaN/inf survive a sum: one cheap pass, no device sync
         return eps

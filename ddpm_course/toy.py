@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from .diffusion import per_sample
 from .schedule import NoiseSchedule
 
 
@@ -84,10 +85,6 @@ def _sigma(s: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
     return s.sigmas[t]
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
-
-
 class GaussianOracle:
     """Exact ε̂ for data x_0 ~ N(mean, std² I); ``mean`` is a number or a tensor of one sample's shape."""
 
@@ -98,13 +95,13 @@ class GaussianOracle:
 
     def denoise(self, xs: torch.Tensor, sigma) -> torch.Tensor:
         """D(x̃, σ) = μ + s²/(s² + σ²)(x̃ − μ), with σ a number or a tensor (B,)."""
-        sig = _per_sample(torch.as_tensor(sigma, dtype=torch.float64).reshape(-1), xs)
+        sig = per_sample(torch.as_tensor(sigma, dtype=torch.float64).reshape(-1), xs)
         mu = self.mean.to(xs)
         return mu + self.std**2 / (self.std**2 + sig**2) * (xs - mu)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         sigma = _sigma(self.s, t)
-        sig = _per_sample(sigma, x)
+        sig = per_sample(sigma, x)
         xs = x * (1 + sig**2).sqrt()                                      # x̃ = x/√ᾱ, ᾱ = 1/(1 + σ²)
         return (xs - self.denoise(xs, sigma)) / sig
 
@@ -172,9 +169,16 @@ class MixtureOracle:
         if y is not None and (int(y.min()) < 0 or int(y.max()) > self.null_label):
             raise ValueError(f"y must lie in [0, K] = [0, {self.null_label}] (K = the null label)")
         sigma = _sigma(self.s, t)
-        sig = _per_sample(sigma, x)
+        sig = per_sample(sigma, x)
         xs = x * (1 + sig**2).sqrt()
         return (xs - self.denoise(xs, sigma, y)) / sig
+
+    def spread(self, x: torch.Tensor) -> float:
+        """RMS distance per coordinate from each sample to its nearest mixture mean: the components' std
+        when a sampler draws the mixture exactly (0.1 for eight_gaussians), larger when samples smear out
+        between the modes, smaller when they collapse onto them (the notebooks' measure of a toy sampler)."""
+        d = torch.cdist(x.double().flatten(1), self.means.double().flatten(1)).min(1).values
+        return float(d.pow(2).mean().div(self.means[0].numel()).sqrt())
 
     def sample(self, n: int, generator=None, dtype=torch.float32):
         """n draws from the mixture and their component labels: (x (n, *shape), k (n,))."""

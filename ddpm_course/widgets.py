@@ -144,15 +144,21 @@ def noise_seed(seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"sampler_explorer:{seed}".encode()).digest()[:7], "big")
 
 
-def sampler_explorer(model, s, x_T: torch.Tensor, samplers=("ddim", "ddpm", "euler", "heun", "dpmpp_2m"),
-                     steps=(5, 10, 20, 50), y: torch.Tensor | None = None, seed: int = 0,
-                     guidance_scales=(1.0,), cache_size: int = 32) -> Explorer:
+def sampler_explorer(model, s, x_T: torch.Tensor, samplers=None, steps=(5, 10, 20, 50),
+                     y: torch.Tensor | None = None, seed: int = 0, guidance_scales=(1.0,),
+                     cache_size: int = 32) -> Explorer:
     """Pick a sampler, a number of steps, η and (for conditional models) a guidance scale; see the
     samples from the same x_T, with the NFE and wall time it cost. Results are cached. The samplers' fresh
     noise comes from ``torch.Generator().manual_seed(noise_seed(seed))``, independent of x_T."""
-    from .samplers import sample
+    from .samplers import SAMPLERS, sample
     from .viz import make_grid
 
+    if samplers is None:                                      # default: every sampler, DDIM first
+        samplers = ("ddim", *(name for name in SAMPLERS if name != "ddim"))
+    samplers = tuple(samplers)
+    unknown = [name for name in samplers if name not in SAMPLERS]
+    if unknown or not samplers:
+        raise ValueError(f"samplers must be names from {tuple(SAMPLERS)}, got {samplers!r}")
     cache: OrderedDict = OrderedDict()
 
     def generate(sampler, n_steps, eta, guidance_scale):
@@ -173,7 +179,7 @@ def sampler_explorer(model, s, x_T: torch.Tensor, samplers=("ddim", "ddpm", "eul
         ax.imshow(make_grid(x0.clamp(-1, 1)), cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
         extra = f", η = {eta:g}" if sampler == "ddim" else ""
-        extra += f", w = {guidance_scale:g}" if guidance_scale != 1.0 else ""
+        extra += f", guidance s = {guidance_scale:g}" if guidance_scale != 1.0 else ""
         ax.set_title(f"{sampler}, {steps} steps{extra}\nNFE = {nfe}, {seconds:.1f} s", fontsize=9)
         fig.tight_layout()
         return fig

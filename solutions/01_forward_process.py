@@ -278,7 +278,7 @@ plt.show()
 #
 # For data of unit variance the signal part √ᾱ_t x_0 of x_t has variance ᾱ_t and the noise part 1 − ᾱ_t.
 # Their ratio is the signal-to-noise ratio, and its logarithm the **log-SNR** (Kingma et al. 2021,
-# *Variational Diffusion Models*, eq. 1 and §3):
+# *Variational Diffusion Models*, eq. 2 and §3):
 #
 # $$\mathrm{SNR}(t) = \frac{\bar\alpha_t}{1-\bar\alpha_t},\qquad
 #   \lambda_t = \log\mathrm{SNR}(t) = \log\bar\alpha_t - \log(1-\bar\alpha_t).$$

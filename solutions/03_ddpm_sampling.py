@@ -333,12 +333,7 @@ plt.show()
 # the spread of the samples around their nearest mode should be 0.1.
 
 # %%
-def spread(x):
-    """RMS distance per coordinate to the nearest mixture mean (the truth is 0.1)."""
-    d = torch.cdist(x.double(), oracle.means).min(1).values
-    return float(d.pow(2).mean().div(2).sqrt())
-
-
+spread = oracle.spread     # RMS distance per coordinate to the nearest mixture mean (the truth is 0.1)
 step_counts = (10, 20, 100) if FAST else (10, 20, 100, 1000)
 fig, axes = plt.subplots(2, len(step_counts), figsize=(2.9 * len(step_counts), 6))
 for j, steps in enumerate(step_counts):
@@ -411,15 +406,6 @@ plt.show()
 
 
 # %%
-def course_figure(name):
-    """docs/figures/<name> of the course repository, looked up from the current folder upwards."""
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        path = folder / "docs" / "figures" / name
-        if path.is_file():
-            return path
-    return None
-
-
 if not FAST:
     y_grid = torch.arange(n_grid, device=device) % 10
     x_T_grid = torch.randn(n_grid, 1, 28, 28, generator=torch.Generator().manual_seed(10)).to(device)
@@ -427,7 +413,7 @@ if not FAST:
                      generator=torch.Generator().manual_seed(11), progress=True)
     dc.viz.show_grid(grid.cpu(), nrow=10, title="DDPM, 1000 steps (σ² = β̃)", size=6)
     plt.show()
-elif (png := course_figure("03_ddpm_mnist_1000_steps.png")) is not None:
+elif (png := dc.course.course_file("docs", "figures", "03_ddpm_mnist_1000_steps.png")) is not None:
     display(Image(filename=str(png), width=420))
 else:
     print("docs/figures/03_ddpm_mnist_1000_steps.png is not here (e.g. in Colab): run in full mode to draw it.")

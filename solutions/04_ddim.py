@@ -201,12 +201,7 @@ plt.show()
 # of the samples to their nearest mode (per coordinate) should be 0.1.
 
 # %%
-def spread(x):
-    """RMS distance per coordinate to the nearest mixture mean (the truth is 0.1)."""
-    d = torch.cdist(x.double(), oracle.means).min(1).values
-    return float(d.pow(2).mean().div(2).sqrt())
-
-
+spread = oracle.spread     # RMS distance per coordinate to the nearest mixture mean (the truth is 0.1)
 print("spread of the samples (truth 0.100)")
 print("steps " + "".join(f"   η = {eta:<4g}" for eta in (0.0, 0.5, 1.0)))
 for steps in (5, 10, 20, 50):
@@ -313,7 +308,7 @@ plt.show()
 # %% [markdown]
 # **Same x_T → same image.** With η = 0 the sampler is a deterministic function of x_T, and it
 # approximates the same ODE whatever the number of steps: 5, 10 or 100 steps from one x_T give
-# (nearly) the same digit, differing in detail only (DDIM §5.3, "consistency"). With η = 1 the image
+# (nearly) the same digit, differing in detail only (DDIM §5.2, "sample consistency"). With η = 1 the image
 # depends on the random draws as much as on x_T: two seeds, two different digits.
 
 # %%
@@ -478,7 +473,7 @@ display(explorer.widget())
 # higher-order samplers (Heun, DPM-Solver++) that need even fewer steps.
 #
 # **Read more:** Song, Meng & Ermon, *Denoising Diffusion Implicit Models* (ICLR 2021): §3 (eq. 7,
-# Lemma 1), eq. 12 and 16, §4.2 (accelerated sampling), §4.3 (the ODE), §5.3–5.4 (consistency,
+# Lemma 1), eq. 12 and 16, §4.2 (accelerated sampling), §4.3 (the ODE), §5.2–5.4 (consistency,
 # interpolation, reconstruction), Table 1 · Lin et al., *Common Diffusion Noise Schedules and Sample
 # Steps are Flawed* (WACV 2024), on trailing spacing · Shoemake, *Animating Rotation with Quaternion
 # Curves* (SIGGRAPH 1985) and White, *Sampling Generative Networks* (2016) on slerp · Mokady et al.,

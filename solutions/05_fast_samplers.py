@@ -80,7 +80,7 @@ s = dc.NoiseSchedule.linear()                     # the schedule of the course m
 # $$\mathrm dx = \Big[f(x, t) - \tfrac12 g(t)^2\, \nabla_x \log p_t(x)\Big]\,\mathrm dt .$$
 #
 # Start it from noise x_T and integrate down to t = 0 with any ODE solver: you get a sample. The score
-# ∇ log p_t is what the network gives us, through ε̂ (notebook 03: ∇ log p_t(x_t) = −ε̂/√(1 − ᾱ_t)).
+# ∇ log p_t is what the network gives us, through ε̂ (notebook 02, §1: ∇ log p_t(x_t) = −ε̂/√(1 − ᾱ_t)).
 #
 # **σ-space.** The ODE becomes strikingly simple after a change of variables. Divide the state by √ᾱ:
 #
@@ -450,8 +450,7 @@ def sampler_grid_figure(samples, rows, steps, nrow):
 
 fig = sampler_grid_figure(samples, list(grid_samplers), grid_steps, nrow=max(2, n_digits // 4))
 plt.show()
-if FIGURES:
-    fig.savefig(Path(FIGURES) / "05_sampler_grid.png", dpi=80, bbox_inches="tight")
+dc.course.save_figure(fig, "05_sampler_grid.png", FIGURES, dpi=80)
 
 # %% [markdown]
 # Read the grid by columns (equal steps) and by NFE (Heun's NFE is almost double). As the steps grow,
@@ -588,22 +587,9 @@ if n_eval < 1000:
 # has one:
 
 # %%
-def course_figure(name):
-    """docs/figures/<name> of the course repository, looked up from the notebook's folder upwards."""
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        path = folder / "docs" / "figures" / name
-        if path.is_file():
-            return path
-    return None
-
-
 if FAST:
     for name in ("05_skip_tuning.png", "05_sampler_grid.png"):
-        path = course_figure(name)
-        if path is None:
-            print(f"(docs/figures/{name} is not available here: run the notebook in full mode to see it)")
-        else:
-            display(Image(filename=str(path)))
+        dc.course.show_figure(name)
 else:
     fig, ax = plt.subplots(figsize=(5, 3.4))
     pos = np.arange(len(rows))
@@ -617,8 +603,7 @@ else:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     plt.show()
-    if FIGURES:
-        fig.savefig(Path(FIGURES) / "05_skip_tuning.png", dpi=100, bbox_inches="tight")
+    dc.course.save_figure(fig, "05_skip_tuning.png", FIGURES)
 
 # %% [markdown]
 # ### A note on a citation that could not be verified

@@ -243,15 +243,7 @@ plt.show()
 # `seconds_per_sample` (wall clock on the machine that ran it).
 
 # %%
-def find_repo_file(relative):
-    """A file of the course repository, found from notebooks/ or solutions/ (None if absent)."""
-    for root in (Path.cwd(), *Path.cwd().parents):
-        if (root / "pyproject.toml").exists() and (root / relative).exists():
-            return root / relative
-    return None
-
-
-study_path = find_repo_file("benchmarks/results/quality_vs_nfe.json")
+study_path = dc.course.course_file("benchmarks/results/quality_vs_nfe.json")
 study = json.loads(study_path.read_text()) if study_path else None
 if study is None:
     print("benchmarks/results/quality_vs_nfe.json is not here (e.g. a pip install without the repository): "
@@ -312,7 +304,7 @@ if study is not None:
     ax1.legend(fontsize=7)
     plt.tight_layout()
     plt.show()
-    png = find_repo_file("benchmarks/results/quality_vs_nfe.png")
+    png = dc.course.course_file("benchmarks/results/quality_vs_nfe.png")
     if png:
         print("The study's own figure (benchmarks/results/quality_vs_nfe.png):")
         display(Image(filename=str(png), width=720))
@@ -334,7 +326,7 @@ if study is not None:
 # removes it — only training does.
 
 # %%
-early_path = find_repo_file("benchmarks/results/mnist_early/quality_vs_nfe.json")
+early_path = dc.course.course_file("benchmarks/results/mnist_early/quality_vs_nfe.json")
 if study is not None and early_path is not None:
     early = json.loads(early_path.read_text())
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -393,7 +385,7 @@ display(Markdown("\n".join(["| η | " + " | ".join(f"S = {S}" for S in PAPER_S) 
 
 # %%
 ours = {}  # (η, S) -> [FID per seed], n = 1000
-table_path = find_repo_file("benchmarks/results/ddim_table1.json")
+table_path = dc.course.course_file("benchmarks/results/ddim_table1.json")
 trend_lines = []
 if table_path:
     table_json = json.loads(table_path.read_text())

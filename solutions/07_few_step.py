@@ -76,11 +76,6 @@ s = dc.NoiseSchedule.linear(T=1000)
 oracle = dc.toy.MixtureOracle.eight_gaussians(s)  # the exact ε̂ of eight Gaussians (std 0.1, radius 1.5)
 
 
-def save_figure(fig, name):
-    if FIGURES is not None:
-        fig.savefig(Path(FIGURES) / name, dpi=90, bbox_inches="tight")
-
-
 # %% [markdown]
 # ## 1 · Why distil? Even a perfect denoiser needs many steps
 #
@@ -98,10 +93,7 @@ def ode_error(x):
     return float((x - x_ode).pow(2).sum(1).mean().sqrt())
 
 
-def spread(x):
-    """RMS distance per coordinate to the nearest mixture mean (the truth is 0.1)."""
-    return float(torch.cdist(x.double(), oracle.means).min(1).values.pow(2).mean().div(2).sqrt())
-
+spread = oracle.spread     # RMS distance per coordinate to the nearest mixture mean (the truth is 0.1)
 
 fig, axes = plt.subplots(2, 4, figsize=(12, 6))
 for row, sampler in enumerate(("ddim", "dpmpp_2m")):
@@ -406,7 +398,7 @@ for col, n in enumerate((1, 2, 4)):
     dc.viz.scatter_2d(solvers["dpmpp_2m"][n], ax=fig.add_subplot(2, 4, 6 + col), lim=2.5, color="C2",
                       title=f"DPM-Solver++ (exact), {n} NFE")
 plt.tight_layout()
-save_figure(fig, "07_toy_students.png")
+dc.course.save_figure(fig, "07_toy_students.png", FIGURES, dpi=90)
 plt.show()
 
 # %% [markdown]

@@ -118,7 +118,7 @@ print(f"dropped: {(dropped == model.null_label).sum().item()} of {len(batch)} "
 # %% [markdown]
 # ## 2 · Guidance from Bayes' rule
 #
-# Notebook 03 related the noise prediction to the **score** of the noisy data distribution:
+# Notebook 02 (§1) related the noise prediction to the **score** of the noisy data distribution:
 # ∇ log p_t(x_t) = −ε̂(x_t, t)/√(1 − ᾱ_t). Bayes' rule, p(x_t | y) = p(y | x_t) p(x_t)/p(y), splits the
 # conditional score into the unconditional one plus a classifier's gradient (p(y) does not depend on x_t):
 #
@@ -275,8 +275,7 @@ for ax, (scale, (x0, nfe, _)) in zip(axes, grid_runs.items(), strict=True):
 fig.suptitle(f"requested digits: {labels.tolist()}; DPM-Solver++(2M), {grid_steps} steps", fontsize=10)
 plt.tight_layout()
 plt.show()
-if FIGURES:
-    fig.savefig(Path(FIGURES) / "08_guidance_grid.png", dpi=80, bbox_inches="tight")
+dc.course.save_figure(fig, "08_guidance_grid.png", FIGURES, dpi=80)
 
 # %%
 print(f"{'s':>5} {'NFE/sample':>10} {'seconds':>8} {'pixels outside [-1, 1]':>23} {'classifier says':>16}")
@@ -398,17 +397,8 @@ for r in sweep:
 # table and plot when the notebook can find them:
 
 # %%
-def course_file(*parts):
-    """A file of the course repository, looked up from the notebook's folder upwards (None if absent)."""
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        path = folder.joinpath(*parts)
-        if path.is_file():
-            return path
-    return None
-
-
-table = course_file("benchmarks", "results", "guidance_sweep.md")
-plot = course_file("benchmarks", "results", "guidance_sweep.png")
+table = dc.course.course_file("benchmarks", "results", "guidance_sweep.md")
+plot = dc.course.course_file("benchmarks", "results", "guidance_sweep.png")
 if table is None or plot is None:
     print("(benchmarks/results/guidance_sweep.md/.png are not available here: run "
           "`python benchmarks/guidance_sweep.py` in the course repository to make them)")
@@ -428,9 +418,8 @@ if not FAST:
     ax.grid(alpha=0.3)
     plt.tight_layout()
     plt.show()
-    if FIGURES:
-        fig.savefig(Path(FIGURES) / "08_tradeoff.png", dpi=90, bbox_inches="tight")
-elif (path := course_file("docs", "figures", "08_guidance_grid.png")) is not None:
+    dc.course.save_figure(fig, "08_tradeoff.png", FIGURES, dpi=90)
+elif (path := dc.course.course_file("docs", "figures", "08_guidance_grid.png")) is not None:
     print("the full-mode grid (10 digits, 20 steps):")
     display(Image(filename=str(path)))
 

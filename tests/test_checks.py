@@ -1,162 +1,243 @@
-"""Each exercise check passes a correct answer, falls back on a blank one and names what a wrong one broke."""
+"""Every exercise check keeps the same contract: the reference and an independent correct answer pass and are
+returned, a blank answer falls back on the reference with a note, a generic wrong answer is named with the
+check, the case and the property. Then the registry, the framework itself and what a learner sees in Jupyter.
+Each notebook's typical mistakes are in tests/test_checks_nbNN*.py."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
+from exercise_answers import INDEPENDENT
 
 import ddpm_course as dc
 from ddpm_course import checks
 from ddpm_course.checks import Check, CheckFailed, case, compare
 
-NAMES = sorted(checks.ALL)
+NAMES = list(checks.ALL)
+IN_NOTEBOOK_ORDER = [
+    "snr",                                                                          # 00
+    "alpha_bars", "q_sample", "log_snr",                                            # 01
+    "simple_loss", "timestep_embedding",                                            # 02
+    "posterior_mean_variance", "ddpm_step", "eps_to_x0",                            # 03
+    "ddim_step", "slerp",                                                           # 04
+    "heun_step", "dpmpp_2m_update",                                                 # 05
+    "frechet_distance", "mmd2_unbiased",                                            # 06
+    "two_ddim_steps", "distill_target", "loss_weight",                              # 07
+    "drop_labels", "guided_eps", "per_digit_accuracy",                              # 08
+]
+# checks that, once the fixed cases agree, also run the answer inside a whole sampler, and what they print
+WHOLE_RUN = {
+    "heun_step": "✓ heun_step: run as a whole sampler it reproduces dc.sample(sampler='heun'",
+    "dpmpp_2m_update": "✓ dpmpp_2m_update: run as a whole sampler it reproduces dc.sample(sampler='dpmpp_2m'",
+    "guided_eps": "✓ guided_eps: used as a model inside dc.sample it reproduces "
+                  "dc.sample(..., guidance_scale=3)",
+}
+CHECKS_DIR = Path(checks.__file__).parent
+# dc.checks names the notebooks call that are helpers, not exercise checks
+HELPERS = {"whose", "is_reference", "GuidedWith", "class_mixture"}
 
 
-def _map_tensors(obj, fn):
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, tuple):
-        return tuple(_map_tensors(o, fn) for o in obj)
-    return obj
-
-
-def _last_tensor_changed(obj):
-    """Perturb one entry of the last tensor of the result: the smallest detectable mistake."""
-    if isinstance(obj, tuple):
-        return (*obj[:-1], _last_tensor_changed(obj[-1]))
-    out = obj.clone()
-    out.view(-1)[-1] += 0.01 * (1 + out.view(-1)[-1].abs())
-    return out
-
-
-def test_every_check_is_exported_under_its_name():
-    assert NAMES == ["alpha_bars", "eps_to_x0", "posterior_mean_variance", "q_sample", "snr"]
+# --- the registry ------------------------------------------------------------------------------------------
+def test_all_holds_every_check_in_notebook_order_each_exported_and_documented():
+    assert NAMES == IN_NOTEBOOK_ORDER
+    assert list(INDEPENDENT) == NAMES                       # an independent answer for every check
     for name in NAMES:
-        assert getattr(dc.checks, name) is checks.ALL[name]
-        assert name in repr(checks.ALL[name]) and checks.ALL[name].__doc__
+        check = checks.ALL[name]
+        assert isinstance(check, Check) and check.name == name
+        assert getattr(dc.checks, name) is check
+        assert name in repr(check) and check.__doc__
+
+
+def _used_in(source: Path) -> set[str]:
+    return set(re.findall(r"dc\.checks\.([A-Za-z_][A-Za-z_0-9]*)\(", source.read_text()))
+
+
+def test_every_check_a_notebook_calls_is_registered_in_its_notebooks_module(repo_root):
+    modules = {m.__name__.rsplit(".", 1)[1]: m for m in checks.NOTEBOOKS}
+    assert all(re.fullmatch(r"nb\d\d_[a-z0-9_]+", name) for name in modules), sorted(modules)
+    assert list(modules) == sorted(modules)                  # ALL is in notebook order
+    sources = sorted((repo_root / "solutions").glob("[0-9][0-9]_*.py"))
+    assert len(sources) >= len(modules)
+    for source in sources:
+        used = _used_in(source) - HELPERS
+        assert used <= set(checks.ALL), f"{source.name} calls checks missing from dc.checks.ALL: " \
+                                        f"{sorted(used - set(checks.ALL))}"
+        prefix = f"nb{source.name[:2]}_"
+        module = next((m for name, m in modules.items() if name.startswith(prefix)), None)
+        if used:
+            assert module is not None, f"{source.name}: no module ddpm_course/checks/{prefix}*.py"
+            mine = {c.name for c in module.CHECKS}
+            assert used <= mine, f"{source.name}: {sorted(used - mine)} belong in {module.__name__}"
+
+
+def test_no_checks_module_is_over_400_lines():
+    modules = sorted(CHECKS_DIR.glob("*.py"))
+    assert {p.name for p in modules} >= {"__init__.py", "framework.py", "nb00_welcome.py", "nb08_guidance.py"}
+    for path in modules:
+        n = len(path.read_text().splitlines())
+        assert n <= 400, f"{path.name} has {n} lines; split it"
+
+
+# --- the contract, for every check --------------------------------------------------------------------------
+def _first_result(check):
+    c = check.cases()[0]
+    return check.reference(*c.args, **c.kwargs)
+
+
+def _tensors(obj):
+    """The tensors of a result (a tensor, a number or a tuple of them), in order."""
+    if isinstance(obj, tuple):
+        return [t for o in obj for t in _tensors(o)]
+    return [obj] if isinstance(obj, torch.Tensor) else []
+
+
+def _map(obj, fn):
+    """fn applied to every tensor (and number) of a result: a tensor, a number or a tuple of them."""
+    if isinstance(obj, tuple):
+        return tuple(_map(o, fn) for o in obj)
+    return fn(obj)
+
+
+def _passes(name, fn, capsys):
+    check = checks.ALL[name]
+    assert check(fn) is fn
+    out = capsys.readouterr().out
+    assert f"✓ {name}: matches the reference on {len(check.cases())} test cases" in out
+    if name in WHOLE_RUN:
+        assert WHOLE_RUN[name] in out
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_check_passes_on_a_correct_answer_and_returns_it(name, capsys):
+def test_the_reference_passes_and_is_returned(name, capsys):
     check = checks.ALL[name]
+    _passes(name, check.reference, capsys)
 
-    def mine(*args, **kwargs):
+    def mine(*args, **kwargs):                               # the learner's function, not the reference
         return check.reference(*args, **kwargs)
 
-    assert check(mine) is mine
-    assert f"✓ {name}: matches the reference on" in capsys.readouterr().out
+    _passes(name, mine, capsys)
+    assert not dc.checks.is_reference(mine)
+
+
+@pytest.mark.parametrize(("name", "fn"), [(n, f) for n, fns in INDEPENDENT.items() for f in fns],
+                         ids=[f.__name__ for fns in INDEPENDENT.values() for f in fns])
+def test_an_independent_correct_answer_passes_and_is_returned(name, fn, capsys):
+    _passes(name, fn, capsys)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_blank_exercise_falls_back_to_the_reference(name, capsys):
+def test_a_blank_exercise_falls_back_to_the_reference_with_a_note(name, capsys):
     def blank(*args, **kwargs):
         raise NotImplementedError("Exercise 9.9: write your solution here")
 
     fn = checks.ALL[name](blank)
-    assert fn is checks.ALL[name].reference
+    assert fn is checks.ALL[name].reference and dc.checks.is_reference(fn)
     out = capsys.readouterr().out
-    assert f"{name}: not implemented yet (Exercise 9.9" in out and "reference implementation" in out
+    assert f"… {name}: not implemented yet (Exercise 9.9: write your solution here)" in out
+    assert "reference implementation" in out and "✓" not in out
+    assert "run as a whole sampler" not in out and "inside dc.sample" not in out
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize(("mistake", "message"), [
-    ("one value off", r"wrong value at index \(.*\): expected .*, got .*; 1 of \d+ values differ"),
-    ("float64 result", "wrong dtype: expected torch.float32, got torch.float64"
-                       "|wrong dtype: expected torch.float64, got torch.float32"),
-    ("extra dimension", r"wrong shape: expected \(.*\), got \(1, .*\)"),
-    ("returns None", r"got None \(did you forget `return`\?\)"),
-    ("raises", "raised ZeroDivisionError: oops"),
-    ("changes its input", r"changed its argument 1 in place"),
-])
-def test_wrong_answers_name_the_failing_property(name, mistake, message):
+def _one_value_off(x):
+    if not isinstance(x, torch.Tensor):
+        return x + 0.01 * (1 + abs(x))
+    out = x.clone()
+    out.view(-1)[-1] += 0.01 * (1 + out.view(-1)[-1].abs()) if out.is_floating_point() else 1
+    return out
+
+
+def _other_dtype(x):
+    return x.float() if x.dtype == torch.float64 else x.double()
+
+
+def _generic_mistakes(name):
+    """(mistake, message) pairs for the check's result: every check gets the first four, tensor results the
+    rest; messages are exact, from the reference's result on the first case."""
+    check = checks.ALL[name]
+    first = _first_result(check)
+    args = check.cases()[0].args
+    arg = next(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
+    number = isinstance(first, float)
+    mistakes = [
+        ("returns None", "expected a number, got None" if number else "got None (did you forget `return`?)"),
+        ("raises", "raised ZeroDivisionError: oops"),
+        ("changes its input", f"changed its argument {arg + 1} in place"),
+        ("one value off", "wrong value: expected" if number else "values differ"),
+    ]
+    if not number:
+        e = _tensors(first)[0]
+        mistakes += [
+            ("other dtype", f"wrong dtype: expected {e.dtype}, got {_other_dtype(e).dtype}"),
+            ("extra dimension", f"wrong shape: expected {tuple(e.shape)}, got {(1, *e.shape)}"),
+            ("numpy array", "expected a torch.Tensor, got a numpy.ndarray"),
+        ]
+    return mistakes
+
+
+GENERIC = [(n, m, msg) for n in NAMES for m, msg in _generic_mistakes(n)]
+
+
+@pytest.mark.parametrize(("name", "mistake", "message"), GENERIC, ids=[f"{n}-{m}" for n, m, _ in GENERIC])
+def test_a_generic_mistake_is_named_on_the_first_case(name, mistake, message):
     check = checks.ALL[name]
     ref = check.reference
 
     def wrong(*args, **kwargs):
         out = ref(*args, **kwargs)
-        if mistake == "one value off":
-            return _last_tensor_changed(out)
-        if mistake == "float64 result":
-            return _map_tensors(out, lambda x: x.float() if x.dtype == torch.float64 else x.double())
-        if mistake == "extra dimension":
-            return _map_tensors(out, lambda x: x[None])
         if mistake == "returns None":
             return None
         if mistake == "raises":
             raise ZeroDivisionError("oops")
-        args[0].mul_(2)
-        return out
+        if mistake == "changes its input":
+            next(a for a in args if isinstance(a, torch.Tensor)).mul_(2)
+            return out
+        if mistake == "one value off":                     # the last tensor (or number) of the result
+            return (*out[:-1], _one_value_off(out[-1])) if isinstance(out, tuple) else _one_value_off(out)
+        if mistake == "other dtype":
+            return _map(out, _other_dtype)
+        if mistake == "extra dimension":
+            return _map(out, lambda x: x[None])
+        return _map(out, lambda x: x.numpy())
 
-    with pytest.raises(CheckFailed, match=message) as info:
+    with pytest.raises(CheckFailed) as info:
         check(wrong)
-    first_label = re.escape(check.cases()[0].label)
-    assert re.match(rf"{name}\({first_label}\)", str(info.value)), str(info.value)
-
-
-# --- the typical mistakes a learner makes, one per check ------------------------------------------------
-def _bcast(v, x):
-    return v.to(x).reshape(-1, *[1] * (x.dim() - 1))
-
-
-def _posterior(x0, x_t, t, s, prev=lambda t: t - 1):
-    ab = s.alpha_bars[t]
-    ab_prev = torch.where(t > 0, s.alpha_bars[prev(t).clamp(min=0)], torch.ones((), dtype=torch.float64))
-    beta = 1 - ab / ab_prev
-    mean = (_bcast(ab_prev.sqrt() * beta / (1 - ab), x0) * x0
-            + _bcast((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab), x0) * x_t)  # DDPM eq. 7
-    return mean, _bcast((1 - ab_prev) / (1 - ab) * beta, x0)
-
-
-MISTAKES = {
-    "snr": (lambda ab: ab / (1 + ab), "wrong value at index (0,): expected 9999, got 0.499975"),
-    "alpha_bars": (lambda b: torch.cumprod(b, 0), "alpha_bars(linear β, T=1000): wrong value at index (0,)"),
-    "q_sample": (lambda x0, t, n, s: _bcast(s.alpha_bars[t], x0) * x0 + _bcast(1 - s.alpha_bars[t], x0) * n,
-                 "q_sample(images (4,1,8,8), t=[0,10,500,999], linear T=1000): wrong value at index (0,"),
-    "posterior_mean_variance": (
-        lambda x0, x_t, t, s: (_posterior(x0, x_t, t, s)[0], _bcast(s.betas[t], x0)),  # β_t instead of β̃_t
-        "posterior_mean_variance(images (4,1,6,6), t=[100,300,600,999], linear T=1000), variance: wrong value"
-    ),
-    "eps_to_x0": (lambda x_t, eps, ab: (x_t - (1 - torch.as_tensor(ab)) * eps) / torch.as_tensor(ab),
-                  "eps_to_x0(one ᾱ for the batch (a float)): wrong value at index (0, 0, 0, 0)"),
-}
+    msg = str(info.value)
+    assert msg.startswith(f"{name}({check.cases()[0].label})"), msg
+    assert message in msg, msg
+    if mistake == "one value off" and not isinstance(_first_result(check), float):
+        assert re.search(r"wrong value at index \(.*\): expected .*, got .*; 1 of \d+ values differ", msg)
+    assert "Hint" not in msg and f"the exercise: {check.__doc__}" in msg
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_typical_mistake_is_caught(name):
-    fn, message = MISTAKES[name]
+@pytest.mark.parametrize("perturb", ["times 1.5", "plus 1"])
+def test_a_wrong_value_is_named_with_the_check_and_a_case(name, perturb):
+    check = checks.ALL[name]
+    ref = check.reference
+
+    def change(x):
+        if perturb == "plus 1" or (isinstance(x, torch.Tensor) and not x.is_floating_point()):
+            return x + 1
+        return x * 1.5
+
+    def wrong(*args, **kwargs):
+        return _map(ref(*args, **kwargs), change)
+
+    with pytest.raises(CheckFailed) as info:
+        check(wrong)
+    msg = str(info.value)
+    label = re.match(rf"{name}\((.*?)\)(, \w+)?: wrong value", msg)
+    assert label and any(label.group(1) == c.label for c in check.cases()), msg
+    if _tensors(_first_result(check)):
+        assert re.search(r"wrong value at index \(.*\): expected .*, got .*; \d+ of \d+ values differ", msg)
+
+
+# --- notebook 00's check: the slip the welcome notebook shows -----------------------------------------------
+def test_snr_with_one_plus_alpha_bar_is_caught():
+    message = "snr(linear schedule ᾱ, T=1000): wrong value at index (0,): expected 9999, got 0.499975"
     with pytest.raises(CheckFailed, match=re.escape(message)):
-        checks.ALL[name](fn)
-
-
-def test_independent_correct_implementations_pass():
-    checks.snr(lambda ab: 1 / (1 / ab - 1))
-    checks.alpha_bars(lambda b: torch.exp(torch.cumsum(torch.log1p(-b), 0)))
-    checks.q_sample(lambda x0, t, n, s: _bcast(s.alpha_bars[t].sqrt(), x0) * x0
-                    + _bcast((1 - s.alpha_bars[t]).sqrt(), x0) * n)
-    checks.posterior_mean_variance(_posterior)
-    checks.eps_to_x0(lambda x_t, eps, ab: (x_t - (1 - _ab(ab, x_t)).sqrt() * eps) / _ab(ab, x_t).sqrt())
-
-
-def _ab(ab, x):
-    if torch.is_tensor(ab):
-        return _bcast(ab, x)
-    return torch.tensor(ab).to(x)
-
-
-def test_off_by_one_timestep_is_caught_at_t0():
-    wrong = lambda x0, x_t, t, s: _posterior(x0, x_t, t.clamp(min=1), s)  # noqa: E731
-    message = "at t=0 the previous level is the data), mean: wrong value"
-    with pytest.raises(CheckFailed, match=re.escape(message)):
-        checks.posterior_mean_variance(wrong)
-
-
-def test_a_broadcastable_variance_is_accepted_and_the_learner_function_returned():
-    def mine(x0, x_t, t, s):
-        mean, var = _posterior(x0, x_t, t, s)
-        assert var.shape[1:] == (1,) * (x0.dim() - 1)
-        return mean, var
-
-    assert checks.posterior_mean_variance(mine) is mine
+        checks.snr(lambda ab: ab / (1 + ab))
 
 
 # --- the framework itself ----------------------------------------------------------------------------------
@@ -198,6 +279,14 @@ def test_check_failed_is_an_assertion_error():
     assert issubclass(CheckFailed, AssertionError)
 
 
+def test_the_package_re_exports_the_framework():
+    fw = checks.framework
+    for name in ("CheckFailed", "Check", "Case", "case", "compare", "TOLERANCES", "diagnose", "is_reference",
+                 "whose", "time_limit", "CheckTimeout", "exact"):
+        assert getattr(checks, name) is getattr(fw, name), name
+    assert checks.TIME_LIMIT_S == fw.TIME_LIMIT_S == 10.0
+
+
 # --- what a learner sees in Jupyter: a short message, the likely slip, the exercise's formula ---------------
 def _render(check, fn) -> list[str]:
     with pytest.raises(CheckFailed) as info:
@@ -215,7 +304,8 @@ def test_jupyter_shows_a_short_message_with_property_input_and_formula():
     assert "wrong value at index (0,): expected 9999, got -9999" in text             # expected against got
     assert "likely cause: the sign is flipped" in text                               # the property
     assert "the exercise: snr(alpha_bars) -> alpha_bars / (1 - alpha_bars)" in text  # the hint
-    assert len(lines) <= 8 and "checks.py" not in text and "Traceback" not in text
+    assert len(lines) <= 8 and "Traceback" not in text
+    assert "checks.py" not in text and "framework.py" not in text and "nb00_welcome" not in text
 
 
 def test_an_error_in_the_learners_code_shows_only_the_learners_frames():
@@ -225,6 +315,17 @@ def test_an_error_in_the_learners_code_shows_only_the_learners_frames():
     text = "\n".join(_render(dc.checks.q_sample, q_sample))
     assert "raised AttributeError" in text and "in your code:" in text and "in q_sample" in text
     assert "ddpm_course" not in text
+
+
+def test_an_error_raised_inside_the_package_shows_only_the_learners_frames():
+    """The learner's code calls the package, which raises: the frames of ddpm_course/diffusion.py are hidden
+    like those of ddpm_course/checks/ (the whole package counts, not only the checks)."""
+    def q_sample(x0, t, noise, s):
+        return dc.diffusion.q_sample(x0.int(), t, noise, s)
+
+    text = "\n".join(_render(dc.checks.q_sample, q_sample))
+    assert "raised TypeError" in text and "in your code:" in text and "in q_sample" in text
+    assert "ddpm_course" not in text and "diffusion.py" not in text
 
 
 @pytest.mark.parametrize(("wrong", "cause"), [

@@ -31,23 +31,11 @@ import ddpm_course as dc
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 diffusers = pytest.importorskip("diffusers")
 # diffusers 0.42.1 calls np.array on a tensor with numpy 2's copy keyword; harmless here
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]   # tests/conftest.py, like the schedule fixture `s`
 
 BASE = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
             prediction_type="epsilon")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def s():
-    return dc.NoiseSchedule.linear()
 
 
 class FixedConvNet:

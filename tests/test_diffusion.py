@@ -7,11 +7,6 @@ import ddpm_course as dc
 from ddpm_course import diffusion as D
 
 
-@pytest.fixture(scope="module")
-def s():
-    return dc.NoiseSchedule.linear()
-
-
 def test_q_sample_is_the_closed_form(s):
     x0, noise = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
     t = torch.tensor([0, 10, 500, 999])
@@ -87,7 +82,7 @@ def test_posterior_is_the_true_conditional(s, levels):
 def test_conversions_round_trip():
     x0, eps = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64)
     for ab in (0.999, 0.3, 1e-4, torch.tensor([0.9, 0.5, 0.1, 0.01, 0.999], dtype=torch.float64)):
-        abb = D._ab(ab, x0)
+        abb = D.per_sample(ab, x0)
         x_t = abb.sqrt() * x0 + (1 - abb).sqrt() * eps
         v = D.v_target(x0, eps, ab)
         assert torch.allclose(D.eps_to_x0(x_t, eps, ab), x0, atol=1e-9)

@@ -20,18 +20,7 @@ SPACINGS = ("leading", "trailing", "linspace", "karras")
 ODE_SAMPLERS = ("ddim", "euler", "heun", "dpmpp_2m")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests run thousands of tiny tensor ops; on a busy machine intra-op threads only add waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def s():
-    return dc.NoiseSchedule.linear()
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py, like the schedule fixture `s`
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,7 @@ import ddpm_course as dc
 from ddpm_course import toy
 from ddpm_course.toy import GaussianOracle, MixtureOracle
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def s():
-    return dc.NoiseSchedule.linear()
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py, like the schedule fixture `s`
 
 
 @pytest.mark.parametrize("name", sorted(toy.DATASETS))

@@ -1,7 +1,9 @@
 """MkDocs hook for the course website (mkdocs.yml names it; `make site` runs it).
 
-The notebooks live outside docs/, in notebooks/ and solutions/: this hook adds them to the site before
-mkdocs-jupyter renders them, writes the navigation from what is in the repository (so a new notebook or
+The notebooks live outside docs/, in notebooks/ and solutions/: this hook executes them in fast mode (each
+once per content: the executed copies are cached in build/site-notebooks/ under the hash of the notebook)
+and adds the executed copies to the site before mkdocs-jupyter renders them, so the pages show figures and
+tables; it writes the navigation from what is in the repository (so a new notebook or
 results page needs no edit here), puts the README's course map (run times and Colab badges, from
 ddpm_course.authoring) on the home page, adds a gallery of the committed figures in docs/figures/, and
 copies MathJax (the jupyter-server-mathjax package) into the site for the notebooks' equations.
@@ -9,9 +11,14 @@ copies MathJax (the jupyter-server-mathjax package) into the site for the notebo
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -81,11 +88,70 @@ def on_config(config):
     return config
 
 
+EXECUTED = ROOT / "build" / "site-notebooks"  # executed copies: FOLDER/NAME.ipynb, and .cache/SHA.ipynb
+CELL_TIMEOUT_S = 900                           # a cell that runs longer has hung: the notebook is run again
+ATTEMPTS = 2
+PARALLEL = max(1, min(2, os.cpu_count() or 1))
+
+
+def _nbconvert(src: Path, out: Path, log) -> subprocess.Popen:
+    """Execute ``src`` in fast mode with a fresh kernel in its own folder (as a learner would run it),
+    writing the executed notebook to ``out``. Cells tagged raises-exception may fail; others may not."""
+    env = {**os.environ, "DDPM_COURSE_FAST": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("MPLBACKEND", None)                  # the kernel's inline backend must draw the figures
+    cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", str(src),
+           "--output-dir", str(out.parent), "--output", out.name,
+           f"--ExecutePreprocessor.timeout={CELL_TIMEOUT_S}", "--ExecutePreprocessor.kernel_name=python3"]
+    return subprocess.Popen(cmd, cwd=src.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def execute_notebooks(sources: list[Path]) -> dict[Path, Path]:
+    """{source: executed copy}, running the ones not cached yet, PARALLEL at a time."""
+    cache = EXECUTED / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    done, todo = {}, []
+    for src in sources:
+        cached = cache / f"{hashlib.sha256(src.read_bytes()).hexdigest()}.ipynb"
+        done[src] = cached
+        if not cached.is_file():
+            todo.append((src, cached, 1))
+    running: list = []
+    while todo or running:
+        while todo and len(running) < PARALLEL:
+            src, cached, attempt = todo.pop(0)
+            tmp, log = cached.with_name(f"tmp-{cached.name}"), cached.with_suffix(".log")
+            print(f"course_site: executing {src.relative_to(ROOT)} (fast mode, attempt {attempt})",
+                  file=sys.stderr)
+            with open(log, "w") as f:
+                running.append((src, cached, attempt, tmp, _nbconvert(src, tmp, f), time.monotonic()))
+        time.sleep(0.5)
+        for job in list(running):
+            src, cached, attempt, tmp, proc, start = job
+            if proc.poll() is None:
+                continue
+            running.remove(job)
+            err = cached.with_suffix(".log").read_text(errors="replace")
+            if proc.returncode == 0 and tmp.is_file():
+                os.replace(tmp, cached)
+                print(f"course_site: {src.relative_to(ROOT)} ran in {time.monotonic() - start:.0f} s",
+                      file=sys.stderr)
+            elif attempt < ATTEMPTS:
+                todo.append((src, cached, attempt + 1))
+            else:
+                raise RuntimeError(f"{src.relative_to(ROOT)} failed to execute for the site:\n{err[-3000:]}")
+    return done
+
+
 @event_priority(100)  # before mkdocs-jupyter, which turns every *.ipynb File into a page
 def on_files(files, config):
-    for folder in (authoring.STUDENT_DIR, authoring.SOURCE_DIR):
+    folders = (authoring.STUDENT_DIR, authoring.SOURCE_DIR)
+    executed = execute_notebooks([p for folder in folders for p in notebooks(folder)])
+    for folder in folders:
         for p in notebooks(folder):
-            files.append(File(f"{folder}/{p.name}", src_dir=str(ROOT), dest_dir=config["site_dir"],
+            target = EXECUTED / folder / p.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(executed[p], target)
+            files.append(File(f"{folder}/{p.name}", src_dir=str(EXECUTED), dest_dir=config["site_dir"],
                               use_directory_urls=config["use_directory_urls"]))
     if figures():
         files.append(File.generated(config, GALLERY, content=gallery()))
