@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MAX_CHANNELS = 2048    # widest level of any U-Net the course builds (cifar10: 192)
+MAX_IMAGE_SIZE = 256
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -38,6 +41,28 @@ class UNetConfig:
     dropout: float = 0.1
     num_classes: int | None = 10                # None: unconditional network
     groups: int = 32                            # GroupNorm groups
+
+    def __post_init__(self):
+        """Refuse a config no course machine can build (a corrupt or foreign checkpoint asking for 4,096
+        channels would otherwise allocate without limit) or one the network cannot use."""
+        ints = {k: getattr(self, k) for k in ("in_channels", "image_size", "base_channels", "num_res_blocks",
+                                              "groups")}
+        for key, value in ints.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"U-Net config {key} must be a positive integer, got {value!r}")
+        if not self.channel_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1
+                                         for m in self.channel_mults):
+            raise ValueError(f"U-Net config channel_mults must be positive integers, got "
+                             f"{self.channel_mults!r}")
+        widest = self.base_channels * max(self.channel_mults)
+        if widest > MAX_CHANNELS or self.image_size > MAX_IMAGE_SIZE or self.in_channels > 16:
+            raise ValueError(f"U-Net config too large for this course (widest level {widest} channels, "
+                             f"limit {MAX_CHANNELS}; image_size {self.image_size}, limit {MAX_IMAGE_SIZE}; "
+                             f"in_channels {self.in_channels}, limit 16)")
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or
+                                             not isinstance(self.num_classes, int) or self.num_classes < 1):
+            raise ValueError(f"U-Net config num_classes must be None or a positive integer, got "
+                             f"{self.num_classes!r}")
 
     def to_dict(self) -> dict:
         """Plain dict of ints/floats/lists, safe to store in a weights_only checkpoint or JSON."""
