@@ -226,8 +226,54 @@ def dpmpp_2m_sample(eps_model, x, grid, *, generator=None, callback=None):
     return xs
 
 
+def euler_ancestral_sample(eps_model, x, grid, *, generator=None, callback=None):
+    """Euler ancestral in σ-space ("Euler a": k-diffusion's sample_euler_ancestral, diffusers'
+    EulerAncestralDiscreteScheduler). Each step splits the move from σ_i to σ_{i+1} into a deterministic
+    Euler step down to σ_down and fresh noise back up to σ_{i+1}, as DDPM's ancestral step does:
+        σ_up = √(σ_{i+1}² (σ_i² − σ_{i+1}²) / σ_i²),  σ_down = √(σ_{i+1}² − σ_up²),
+        x̃ ← x̃ + (σ_down − σ_i) ε̂ + σ_up z."""
+    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
+    xs = x / math.sqrt(ab[0])
+    for i in range(len(grid)):
+        eps = eps_model(xs * math.sqrt(ab[i]), i)
+        if callback:
+            callback(i, xs * math.sqrt(ab[i]), xs - sig[i] * eps)
+        s_up = math.sqrt(sig[i + 1] ** 2 * (sig[i] ** 2 - sig[i + 1] ** 2) / sig[i] ** 2)
+        s_down = math.sqrt(sig[i + 1] ** 2 - s_up**2)
+        xs = xs + (s_down - sig[i]) * eps
+        if s_up > 0:
+            xs = xs + s_up * _randn(xs, generator)
+    return xs
+
+
+def dpmpp_2m_sde_sample(eps_model, x, grid, *, generator=None, callback=None):
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, §5 and App. B; diffusers' "sde-dpmsolver++", midpoint): the
+    reverse SDE's linear part integrated exactly in λ = −log σ, with the data prediction extrapolated as in
+    DPM-Solver++(2M) and fresh noise of the exact variance,
+        x̃_{i+1} = (σ_{i+1}/σ_i) e^{−h} x̃_i + (1 − e^{−2h}) D̂ + σ_{i+1} √(1 − e^{−2h}) z,
+    h = λ_{i+1} − λ_i, D̂ as in dpmpp_2m (first step: D̂ = D_i). The last step to σ = 0 is x = D_i."""
+    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
+    xs, D_old, h_old = x / math.sqrt(ab[0]), None, None
+    for i in range(len(grid)):
+        eps = eps_model(xs * math.sqrt(ab[i]), i)
+        D = xs - sig[i] * eps
+        if callback:
+            callback(i, xs * math.sqrt(ab[i]), D)
+        if sig[i + 1] == 0:
+            xs = D
+            continue
+        h = math.log(sig[i] / sig[i + 1])
+        D_hat = D if D_old is None else (1 + h / (2 * h_old)) * D - h / (2 * h_old) * D_old
+        xs = (sig[i + 1] / sig[i] * math.exp(-h)) * xs - math.expm1(-2 * h) * D_hat
+        xs = xs + sig[i + 1] * math.sqrt(-math.expm1(-2 * h)) * _randn(xs, generator)
+        D_old, h_old = D, h
+    return xs
+
+
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample,
-            "dpmpp_2m": dpmpp_2m_sample}
+            "dpmpp_2m": dpmpp_2m_sample, "euler_ancestral": euler_ancestral_sample,
+            "dpmpp_2m_sde": dpmpp_2m_sde_sample}
+STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde")   # (and ddim with η > 0): they draw fresh noise
 
 
 # --- the public entry points -----------------------------------------------------------------------------
@@ -288,10 +334,10 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
            prediction: str = "eps", return_info: bool = False):
     """Draw samples from ``model`` starting at the noise ``x_T``.
 
-    sampler: "ddpm" | "ddim" | "euler" | "heun" | "dpmpp_2m";  spacing: "leading" | "trailing" |
-    "linspace" | "karras";  eta (ddim only) ≥ 0;  variance (ddpm only): "fixed_small" (default) |
-    "fixed_large";  prediction: what the model outputs, "eps" | "x0" | "v";  y, guidance_scale:
-    class labels and classifier-free guidance (scale ≠ 1 needs ``model.null_label``).
+    sampler: a name in SAMPLERS (ddpm, ddim, euler, heun, dpmpp_2m, euler_ancestral, dpmpp_2m_sde);
+    spacing: "leading" | "trailing" | "linspace" | "karras";  eta (ddim only) ≥ 0;  variance (ddpm only):
+    "fixed_small" (default) | "fixed_large";  prediction: what the model outputs, "eps" | "x0" | "v";
+    y, guidance_scale: class labels and classifier-free guidance (scale ≠ 1 needs ``model.null_label``).
     Returns the sample (shape, dtype and device of x_T), or ``(sample, SampleInfo)`` if return_info.
     """
     grid = s.grid(steps, spacing)                                         # validates steps and spacing
@@ -299,7 +345,7 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator (torch.Generator().manual_seed(n)) or None, "
                         f"got {type(generator).__name__} {generator!r}")
-    if generator is not None and (sampler == "ddpm" or opts.get("eta", 0) > 0):
+    if generator is not None and (sampler in STOCHASTIC or opts.get("eta", 0) > 0):
         _check_noise_differs(x_T, generator)
     eps_model = EpsModel(model, grid, x_T, y=y, guidance_scale=guidance_scale, prediction=prediction)
     trajectory = []

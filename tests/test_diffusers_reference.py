@@ -162,3 +162,46 @@ def test_diffusers_ddim_linspace_uses_t_minus_T_over_S(s):
     assert torch.allclose(info.trajectory[1][0], ddim_step(s.alpha_bars[832].item()), rtol=1e-12)
     sched.set_timesteps(7)
     assert (run_diffusers(sched, model, x)[0] - ours).abs().max() > 1e-3    # the whole run differs
+
+
+def to_vp(states, sigmas):
+    """diffusers' Euler-type schedulers keep x̃ = x √(1 + σ²) (σ-space); ours record x."""
+    return [x / (1 + float(sig) ** 2) ** 0.5 for x, sig in zip(states, sigmas, strict=False)]
+
+
+@pytest.mark.parametrize("steps", [5, 10, 25])
+def test_euler_ancestral_matches_eulerancestraldiscrete(s, steps):
+    """Same model and noise (one N(0, I) per step from one CPU generator, float32 as diffusers draws it in
+    the model output's dtype; diffusers also draws at the last step, where σ_up = 0). diffusers keeps its
+    σ table in float32, hence 1e-5. Started from x̃_T = x_T √(1 + σ_max²) (its init_noise_sigma rounds that
+    to σ_max for trailing spacing)."""
+    model, x = FixedConvNet(), noise(dtype=torch.float32)
+    sched = float64_tables(diffusers.EulerAncestralDiscreteScheduler(**BASE, timestep_spacing="trailing",
+                                                                     steps_offset=0), s)
+    sched.set_timesteps(steps)
+    grid = s.grid(steps, "trailing")
+    assert torch.allclose(sched.sigmas.double(), grid.sigmas, rtol=1e-5)
+    g_theirs, states, xs = torch.Generator().manual_seed(3), [], x * (1 + float(grid.sigmas[0]) ** 2) ** 0.5
+    for t in sched.timesteps:
+        states.append(xs)
+        eps = model(sched.scale_model_input(xs, t), t.expand(len(xs)))
+        xs = sched.step(eps, t, xs, generator=g_theirs).prev_sample
+    ours = run_ours(model, s, x, sampler="euler_ancestral", steps=steps, spacing="trailing",
+                    generator=torch.Generator().manual_seed(3))
+    assert_step_for_step(ours, (xs, to_vp(states, grid.sigmas)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [5, 10, 20])
+def test_dpmpp_2m_sde_matches_sde_dpmsolver(s, steps):
+    """DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", midpoint, lower order at the end): the
+    same float32 noise draw per step (diffusers draws one at the last step too and multiplies it by 0)."""
+    model, x = FixedConvNet(), noise(dtype=torch.float32)
+    sched = float64_tables(diffusers.DPMSolverMultistepScheduler(
+        **BASE, algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="midpoint",
+        lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing", steps_offset=0,
+        use_karras_sigmas=False), s)
+    sched.set_timesteps(steps)
+    theirs = run_diffusers(sched, model, x, generator=torch.Generator().manual_seed(4))
+    ours = run_ours(model, s, x, sampler="dpmpp_2m_sde", steps=steps, spacing="trailing",
+                    generator=torch.Generator().manual_seed(4))
+    assert_step_for_step(ours, theirs, rtol=1e-4, atol=1e-5)

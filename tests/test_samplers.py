@@ -328,3 +328,31 @@ def test_eta_bound_is_just_allowed(s, gauss):
     bound = math.sqrt(float(((1 - ab[:-1]) / (1 - ab[:-1] / ab[1:])).min()))
     x0 = dc.sample(gauss, s, x_T(4), eta=bound, steps=10, generator=torch.Generator().manual_seed(100))
     assert torch.isfinite(x0).all()
+
+
+@pytest.mark.parametrize(("sampler", "steps", "spacing"), [("euler_ancestral", 250, "trailing"),
+                                                           ("dpmpp_2m_sde", 100, "karras")])
+def test_stochastic_solvers_draw_the_mixture(s, mixture, sampler, steps, spacing):
+    """No single trajectory to compare with for a stochastic solver: its samples must follow the data
+    distribution, here the exact mixture's component weights, means and spreads within sampling error."""
+    n = 2000
+    x0 = dc.sample(mixture, s, x_T(n, seed=2), sampler=sampler, steps=steps, spacing=spacing,
+                   generator=torch.Generator().manual_seed(102))
+    k = torch.cdist(x0, mixture.means).argmin(1)
+    for j in range(3):
+        p, pj = mixture.weights[j].item(), (k == j).double().mean().item()
+        assert abs(pj - p) < 4 * math.sqrt(p * (1 - p) / n), (sampler, j, pj, p)
+        xj, sj = x0[k == j], mixture.stds[j].item()
+        assert torch.all((xj.mean(0) - mixture.means[j]).abs() < 4 * sj / math.sqrt(len(xj)) + 0.01)
+        assert xj.std(0).sub(sj).abs().max().item() < 0.1 * sj, (sampler, j, xj.std(0), sj)
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m_sde"])
+def test_stochastic_solvers_are_seeded_and_need_their_noise(s, mixture, sampler):
+    xt = x_T(64, seed=3)
+    a = dc.sample(mixture, s, xt, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(7))
+    b = dc.sample(mixture, s, xt, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(7))
+    c = dc.sample(mixture, s, xt, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="its first draw equals x_T"):
+        dc.sample(mixture, s, xt, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(3))
