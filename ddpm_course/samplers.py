@@ -209,6 +209,11 @@ def dpmpp_2m_sample(eps_model, x, grid, *, generator=None, callback=None):
         x̃_{i+1} = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1) D̂,   h = λ_{i+1} − λ_i,
         D̂ = (1 + 1/(2r)) D_i − 1/(2r) D_{i−1},  r = h_{i−1}/h   (first step: D̂ = D_i, i.e. DDIM).
     The last step to σ = 0 is exact: x = D_i."""
+    return _dpmpp_2m(eps_model, x, grid, sde=False, generator=generator, callback=callback)
+
+
+def _dpmpp_2m(eps_model, x, grid, *, sde, generator, callback):
+    """The multistep loop shared by the ODE (dpmpp_2m) and SDE (dpmpp_2m_sde) variants."""
     ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
     xs, D_old, h_old = x / math.sqrt(ab[0]), None, None
     for i in range(len(grid)):
@@ -221,7 +226,11 @@ def dpmpp_2m_sample(eps_model, x, grid, *, generator=None, callback=None):
             continue
         h = math.log(sig[i] / sig[i + 1])
         D_hat = D if D_old is None else (1 + h / (2 * h_old)) * D - h / (2 * h_old) * D_old
-        xs = (sig[i + 1] / sig[i]) * xs - math.expm1(-h) * D_hat
+        if sde:
+            xs = (sig[i + 1] / sig[i] * math.exp(-h)) * xs - math.expm1(-2 * h) * D_hat
+            xs = xs + sig[i + 1] * math.sqrt(-math.expm1(-2 * h)) * _randn(xs, generator)
+        else:
+            xs = (sig[i + 1] / sig[i]) * xs - math.expm1(-h) * D_hat
         D_old, h_old = D, h
     return xs
 
@@ -252,22 +261,7 @@ def dpmpp_2m_sde_sample(eps_model, x, grid, *, generator=None, callback=None):
     DPM-Solver++(2M) and fresh noise of the exact variance,
         x̃_{i+1} = (σ_{i+1}/σ_i) e^{−h} x̃_i + (1 − e^{−2h}) D̂ + σ_{i+1} √(1 − e^{−2h}) z,
     h = λ_{i+1} − λ_i, D̂ as in dpmpp_2m (first step: D̂ = D_i). The last step to σ = 0 is x = D_i."""
-    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
-    xs, D_old, h_old = x / math.sqrt(ab[0]), None, None
-    for i in range(len(grid)):
-        eps = eps_model(xs * math.sqrt(ab[i]), i)
-        D = xs - sig[i] * eps
-        if callback:
-            callback(i, xs * math.sqrt(ab[i]), D)
-        if sig[i + 1] == 0:
-            xs = D
-            continue
-        h = math.log(sig[i] / sig[i + 1])
-        D_hat = D if D_old is None else (1 + h / (2 * h_old)) * D - h / (2 * h_old) * D_old
-        xs = (sig[i + 1] / sig[i] * math.exp(-h)) * xs - math.expm1(-2 * h) * D_hat
-        xs = xs + sig[i + 1] * math.sqrt(-math.expm1(-2 * h)) * _randn(xs, generator)
-        D_old, h_old = D, h
-    return xs
+    return _dpmpp_2m(eps_model, x, grid, sde=True, generator=generator, callback=callback)
 
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample,
