@@ -456,9 +456,26 @@ elif (path := dc.course.course_file("docs", "figures", "08_guidance_grid.png")) 
 #   with s; diversity falls; FID is lowest at s = 1 on this model (at the real-vs-real floor) and grows
 #   with every step beyond.
 #
-# **Where next:** guidance is how text-to-image models follow prompts (Imagen, Stable Diffusion: the same
-# formula with a text embedding as y and ∅ the empty prompt). Its 2× cost can be distilled away (Meng et
-# al. 2023), and notebook 07's few-step models can be combined with it.
+# ## Where the field goes next
+#
+# The course stops at what a compact U-Net on MNIST can show and measure on a laptop. Each line below is a
+# direction the same ideas grow into, why it matters, and where to start reading:
+#
+# - **Fewer steps by training, not solving.** Consistency models learn a map from any point of the ODE
+#   trajectory straight to its end, so one network call can sample (Song, Dhariwal, Chen & Sutskever 2023);
+#   with guidance folded in, distillation removes the 2× cost of this notebook too (Meng et al. 2023).
+# - **Straighter paths.** Flow matching and rectified flow train the network on straight lines between noise
+#   and data, and "reflow" straightens them further, so Euler's error at few steps shrinks (Lipman et al.
+#   2023; Liu, Gong & Liu 2023). Learned step schedules choose *where* the few steps go (Sabour, Fidler &
+#   Kreis 2024, "Align your steps").
+# - **Architectures.** Transformers on image patches replace the U-Net and scale predictably with compute
+#   (DiT: Peebles & Xie 2023; U-ViT: Bao et al. 2023).
+# - **Stronger conditioning.** Text embeddings enter through cross-attention and classifier-free guidance
+#   with the empty prompt as ∅ (Imagen: Saharia et al. 2022; Stable Diffusion: Rombach et al. 2022); spatial
+#   controls (edges, poses, depth) attach to a frozen model (ControlNet: Zhang, Rao & Agrawala 2023).
+# - **Latent diffusion.** Diffusing in the latent space of an autoencoder instead of in pixels makes
+#   high-resolution images affordable; everything in notebooks 01–08 applies unchanged to the latents
+#   (Rombach et al. 2022).
 #
 # ## References
 #
@@ -474,6 +491,19 @@ elif (path := dc.course.course_file("docs", "figures", "08_guidance_grid.png")) 
 #   CVPR. arXiv:2210.03142.
 # - Heusel et al. (2017). *GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
 #   Equilibrium* — FID.
+# - Song, Dhariwal, Chen, Sutskever (2023). *Consistency Models.* ICML. arXiv:2303.01469.
+# - Lipman, Chen, Ben-Hamu, Nickel, Le (2023). *Flow Matching for Generative Modeling.* ICLR. arXiv:2210.02747.
+# - Liu, Gong, Liu (2023). *Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified
+#   Flow.* ICLR. arXiv:2209.03003.
+# - Sabour, Fidler, Kreis (2024). *Align Your Steps: Optimizing Sampling Schedules in Diffusion Models.* ICML.
+#   arXiv:2404.14507.
+# - Peebles, Xie (2023). *Scalable Diffusion Models with Transformers* (DiT). ICCV. arXiv:2212.09748.
+# - Bao et al. (2023). *All are Worth Words: A ViT Backbone for Diffusion Models* (U-ViT). CVPR.
+#   arXiv:2209.12152.
+# - Rombach, Blattmann, Lorenz, Esser, Ommer (2022). *High-Resolution Image Synthesis with Latent Diffusion
+#   Models.* CVPR. arXiv:2112.10752.
+# - Zhang, Rao, Agrawala (2023). *Adding Conditional Control to Text-to-Image Diffusion Models* (ControlNet).
+#   ICCV. arXiv:2302.05543.
 
 # %%
 print(f"notebook run time: {time.perf_counter() - t_start:.0f} s ({'fast' if FAST else 'full'} mode, {device})")
