@@ -193,6 +193,24 @@ for ax, step in zip(axes, steps, strict=True):
 plt.show()
 
 # %% [markdown]
+# ## Notation, once for the whole course
+#
+# The papers the course follows reuse the same letters for different things. The course keeps each paper's
+# letters where it quotes that paper and says so when a symbol changes meaning; this table is the key.
+#
+# | symbol | meaning in this course | where it changes meaning |
+# |---|---|---|
+# | t, T | timestep 1…T (T = 1000); code indexes it 0…T − 1 | |
+# | β_t, α_t, ᾱ_t | DDPM: noise added at step t, α_t = 1 − β_t, ᾱ_t = ∏ α_s | 07 (Salimans & Ho, VDM): α_t = √ᾱ_t; the DDIM paper writes α_t for DDPM's ᾱ_t |
+# | x_0, x_t, ε | clean image, noisy image x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, the noise | |
+# | ε̂ = ε_θ(x_t, t), x̂_0 | the network's noise prediction and the clean image it implies | 07: the student predicts v = α_t ε − σ_t x_0 instead |
+# | SNR, log-SNR | ᾱ_t/(1 − ᾱ_t) and its logarithm (01) | 05: λ = −log σ is *half* of 01's log-SNR |
+# | σ | 05 (σ-space, Karras et al.): σ = √((1 − ᾱ)/ᾱ), with x̃ = x/√ᾱ = x_0 + σ ε | 03: DDPM's reverse-step std (σ_t² = β_t or β̃_t); 04: DDIM's σ_t(η); 07: σ_t = √(1 − ᾱ_t) |
+# | η | DDIM's stochasticity: 0 deterministic, 1 as DDPM (04) | |
+# | D | data prediction x̂_0 in σ-space (05, DPM-Solver++) | |
+# | s | the guidance scale of `dc.sample` (08): s = 1 + w, w Ho & Salimans' weight | in code `s` is also the NoiseSchedule object; 01's cosine schedule has an offset s |
+# | NFE | network function evaluations: the cost of a sampler | |
+#
 # ## Summary
 #
 # - The course runs on CUDA, Apple MPS or the CPU, chosen once by `dc.device()`;
