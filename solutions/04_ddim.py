@@ -456,6 +456,38 @@ plt.show()
 display(explorer.widget())
 
 # %% [markdown]
+# ## 8 · Reproducibility: which numbers decide a sample
+#
+# A sample is a function of three things: x_T, the sampler's fresh noise z (only when η > 0, or for DDPM),
+# and the network's arithmetic. The course seeds each explicitly, and you should too:
+#
+# - **Generators, not the global seed.** `torch.manual_seed(0)` seeds one global stream that every library
+#   call may advance; a `torch.Generator().manual_seed(n)` passed as `generator=` is yours alone. Use one
+#   for x_T and a *different* one for the sampler's noise (the same seed for both would make z = x_T: section
+#   7's explorer was once broken exactly so, and `dc.sample` now refuses it).
+# - **Noise drawn on the CPU.** `dc.sample` draws z on the generator's device (the CPU by default) and then
+#   moves it, so the same seeds give the same noise on a laptop, on Colab's GPU and on Apple's MPS.
+# - **η = 0 needs no noise at all.** The deterministic sampler ignores the generator: x_T alone decides.
+# - **The last bits.** Different devices, batch sizes and library versions can still change the network's
+#   output in its last digits (reductions in another order); `torch.use_deterministic_algorithms(True)`
+#   removes the run-to-run part on one machine, at some cost in speed.
+
+# %%
+def draw(seed_noise, eta, global_seed=None):
+    if global_seed is not None:
+        torch.manual_seed(global_seed)                 # the global stream: changes nothing below
+    return dc.sample(oracle, s, x_T, sampler="ddim", steps=20, eta=eta,
+                     generator=torch.Generator().manual_seed(seed_noise))
+
+
+same = torch.equal(draw(11, 0.5), draw(11, 0.5, global_seed=123))
+other = float((draw(11, 0.5) - draw(12, 0.5)).abs().max())
+det = float((draw(11, 0.0) - draw(12, 0.0)).abs().max())
+print(f"η = 0.5, same noise seed, different global seed: identical = {same}")
+print(f"η = 0.5, noise seed 11 vs 12: largest difference {other:.2f} (a different sample)")
+print(f"η = 0, noise seed 11 vs 12: largest difference {det:.1e} (x_T alone decides)")
+
+# %% [markdown]
 # ## Summary
 #
 # - DDPM's network only knows the marginals q(x_t | x_0), so any process with those marginals can
