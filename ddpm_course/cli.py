@@ -159,10 +159,8 @@ def load_weights(weights: str, device=None):
     if path.suffix == ".safetensors":
         model, s = pretrained.load_pretrained(path.stem, device=device, weights_dir=path.parent)
         return model, s
-    if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
-        ckpt = load_checkpoint(path)
-        return model_from_checkpoint(ckpt).to(device), make_schedule(ckpt["config"])
-    raise ValueError(f"--weights must be a shipped diffusion model or a checkpoint, got {weights!r}")
+    ckpt = load_checkpoint(path)                      # check_weights: otherwise an existing checkpoint file
+    return model_from_checkpoint(ckpt).to(device), make_schedule(ckpt["config"])
 
 
 def _summary(meta: dict) -> str:
