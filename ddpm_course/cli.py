@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                    help="auto: bf16 (fp16 without bf16 support) on CUDA, fp32 elsewhere")
     t.add_argument("--seed", type=int, default=0, help="seed of the data order, noise and initial weights")
+    t.add_argument("--init-from", default="",
+                   help="fine-tune: start from a shipped model's weights (or a .pt / .safetensors file) "
+                        "instead of random ones")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sm = sub.add_parser("sample", help="draw samples into an image grid")
@@ -115,7 +118,7 @@ def cmd_train(a) -> int:
                       min_snr_gamma=a.min_snr_gamma, keep_every=a.keep_every, ema_decay=a.ema_decay,
                       label_dropout=a.label_dropout,
                       precision=a.precision, seed=a.seed, checkpoint_every=a.checkpoint_every,
-                      sample_every=a.sample_every, command=shlex.join(["ddpm-course", *a.argv]))
+                      sample_every=a.sample_every, init_from=a.init_from, command=shlex.join(["ddpm-course", *a.argv]))
     last = train(cfg, a.out, resume=a.resume, progress=not a.no_progress)
     print(last)
     return 0

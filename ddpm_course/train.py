@@ -69,6 +69,7 @@ class TrainConfig:
     schedule: str = "linear"         # linear (DDPM) or cosine
     T: int = 1000
     command: str = ""                # the command line that started the run (for the record)
+    init_from: str = ""              # fine-tune: start from these weights (a shipped name, .pt or .safetensors)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -101,7 +102,30 @@ class TrainConfig:
             raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma!r}")
         if not isinstance(self.keep_every, int) or isinstance(self.keep_every, bool) or self.keep_every < 0:
             raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be a string (a shipped model name or a weights file), "
+                             f"got {self.init_from!r}")
         get_config(self.model)
+
+
+def initial_weights(cfg: TrainConfig, model_cfg) -> dict:
+    """The state dict a fine-tuning run (``init_from``) starts from, refused before any training step
+    when its model config or noise schedule differs from the run's."""
+    from .cli import check_weights, load_weights
+
+    try:
+        check_weights(cfg.init_from)
+    except ValueError as e:
+        raise ValueError(str(e).replace("--weights", "init_from")) from None
+    model, s = load_weights(cfg.init_from, device=torch.device("cpu"))
+    if model.config.to_dict() != model_cfg.to_dict():
+        raise ValueError(f"init_from {cfg.init_from} is a {model.config.to_dict()} U-Net; the run's --config "
+                         f"is {model_cfg.to_dict()}")
+    want = make_schedule(cfg)
+    if s.T != want.T or not torch.allclose(s.betas, want.betas):
+        raise ValueError(f"init_from {cfg.init_from} was trained on another noise schedule than the run's "
+                         f"({cfg.schedule}, T={cfg.T})")
+    return model.state_dict()
 
 
 def make_schedule(cfg: dict | TrainConfig) -> NoiseSchedule:
@@ -363,6 +387,11 @@ def _train(cfg, out, resume, data, device, progress, stop_after, return_models):
         log(f"resuming from step {step} ({last})")
     elif resume:
         log(f"--resume: no checkpoint in {out}, starting from step 0")
+    if step == 0 and cfg.init_from:                                # fine-tuning: θ and θ_ema start alike
+        init = initial_weights(cfg, model_cfg)
+        model.load_state_dict(init)
+        ema.load_state_dict(init)
+        log(f"starting from the weights of {cfg.init_from}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
 

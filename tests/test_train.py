@@ -265,3 +265,23 @@ def test_recipe_options_are_used_and_recorded(tmp_path):
 def test_bad_recipe_values(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny_cfg(**kw).validate()
+
+
+def test_init_from_fine_tunes_from_given_weights(tmp_path):
+    """init_from starts θ and θ_ema from another run's weights (not random ones); resuming keeps
+    training from the fine-tune's own checkpoint; a U-Net of another shape is refused before step 1."""
+    data = tiny_data()
+    base = train(tiny_cfg(), tmp_path / "base", data=data, device=CPU, progress=False)
+    start = load_checkpoint(base)["ema"]
+    ft = tiny_cfg(init_from=str(base), lr=1e-12, warmup=0)           # lr ≈ 0: the weights barely move
+    after = load_checkpoint(train(ft, tmp_path / "ft", data=data, device=CPU, progress=False))
+    for k, v in start.items():
+        assert torch.allclose(after["model"][k].float(), v.float(), atol=1e-6), k
+    assert after["config"]["init_from"] == str(base)
+    scratch = load_checkpoint(train(tiny_cfg(lr=1e-12, warmup=0), tmp_path / "scratch", data=data,
+                                    device=CPU, progress=False))
+    assert any(not torch.allclose(scratch["model"][k].float(), v.float(), atol=1e-3) for k, v in start.items())
+    with pytest.raises(ValueError, match="init_from mnist is a .* U-Net; the run's --config"):
+        train(tiny_cfg(init_from="mnist"), tmp_path / "bad", data=data, device=CPU, progress=False)
+    with pytest.raises(ValueError, match="init_from must be a shipped diffusion model"):
+        train(tiny_cfg(init_from="no_such_model"), tmp_path / "bad2", data=data, device=CPU, progress=False)
