@@ -118,7 +118,8 @@ def cmd_train(a) -> int:
                       min_snr_gamma=a.min_snr_gamma, keep_every=a.keep_every, ema_decay=a.ema_decay,
                       label_dropout=a.label_dropout,
                       precision=a.precision, seed=a.seed, checkpoint_every=a.checkpoint_every,
-                      sample_every=a.sample_every, init_from=a.init_from, command=shlex.join(["ddpm-course", *a.argv]))
+                      sample_every=a.sample_every, init_from=a.init_from,
+                      command=shlex.join(["ddpm-course", *a.argv]))
     last = train(cfg, a.out, resume=a.resume, progress=not a.no_progress)
     print(last)
     return 0

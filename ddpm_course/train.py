@@ -69,7 +69,7 @@ class TrainConfig:
     schedule: str = "linear"         # linear (DDPM) or cosine
     T: int = 1000
     command: str = ""                # the command line that started the run (for the record)
-    init_from: str = ""              # fine-tune: start from these weights (a shipped name, .pt or .safetensors)
+    init_from: str = ""              # fine-tune from these weights (shipped name, .pt, .safetensors)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:

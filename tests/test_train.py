@@ -280,7 +280,8 @@ def test_init_from_fine_tunes_from_given_weights(tmp_path):
     assert after["config"]["init_from"] == str(base)
     scratch = load_checkpoint(train(tiny_cfg(lr=1e-12, warmup=0), tmp_path / "scratch", data=data,
                                     device=CPU, progress=False))
-    assert any(not torch.allclose(scratch["model"][k].float(), v.float(), atol=1e-3) for k, v in start.items())
+    assert any(not torch.allclose(scratch["model"][k].float(), v.float(), atol=1e-3)
+               for k, v in start.items())
     with pytest.raises(ValueError, match="init_from mnist is a .* U-Net; the run's --config"):
         train(tiny_cfg(init_from="mnist"), tmp_path / "bad", data=data, device=CPU, progress=False)
     with pytest.raises(ValueError, match="init_from must be a shipped diffusion model"):
