@@ -264,9 +264,64 @@ def dpmpp_2m_sde_sample(eps_model, x, grid, *, generator=None, callback=None):
     return _dpmpp_2m(eps_model, x, grid, sde=True, generator=generator, callback=callback)
 
 
+def unipc_sample(eps_model, x, grid, *, generator=None, callback=None):
+    """UniPC (Zhao et al. 2023; diffusers' UniPCMultistepScheduler default: order 2, B(h) = e^h − 1 ("bh2"),
+    data prediction, lower order at the first and last step). In σ-space with λ = −log σ, h = λ_{i+1} − λ_i:
+      UniP (predictor) x̃_{i+1} = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1) (D_i + Σ_k ρ_k^p ΔD_k)   — with order 2 and
+        ρ^p = ½ this is DPM-Solver++(2M);
+      UniC (corrector), once D_{i+1} = D(x̃_{i+1}) is known: the same step redone with the new difference
+        ΔD_{i+1} = D_{i+1} − D_i,
+        x̃_{i+1}ᶜ = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1)(D_i + Σ_k ρ_k^c ΔD_k + ρ^c ΔD_{i+1}).
+    ΔD_k = (D_{i−k} − D_i)/r_k, r_k = (λ_{i−k} − λ_i)/h; ρ solves R ρ = b with R_{jk} = r_k^{j−1} and
+    b_j = j! h φ_{j+1}(h)/B(h) (the paper's §3; UniC-p has order p + 1). The corrector reuses D_{i+1},
+    evaluated at the uncorrected x̃_{i+1}: it costs no extra network call. The last step to σ = 0 is x = D."""
+    ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
+    n, xs, Ds, lams, prev = len(grid), x / math.sqrt(ab[0]), [], [], None
+    for i in range(n):
+        eps = eps_model(xs * math.sqrt(ab[i]), i)
+        D = xs - sig[i] * eps                                             # data prediction x̂_0
+        if callback:
+            callback(i, xs * math.sqrt(ab[i]), D)
+        if sig[i + 1] == 0:
+            xs = D
+            continue
+        lam = -math.log(sig[i])
+        if prev is not None:                                              # UniC: correct x̃_i with D_i
+            x_before, order = prev
+            xs = _unipc_step(x_before, Ds, lams, sig[i - 1], sig[i], order, D_new=D)
+        Ds, lams = (Ds + [D])[-2:], (lams + [lam])[-2:]
+        order = min(2, i + 1)                                             # the first step has no D_{i−1}
+        prev = (xs, order)
+        xs = _unipc_step(xs, Ds, lams, sig[i], sig[i + 1], order)        # UniP: predict x̃_{i+1}
+    return xs
+
+
+def _unipc_step(xs, Ds, lams, sig_s, sig_t, order, D_new=None):
+    """One UniP step from σ_s (data predictions Ds at λs, last = current) to σ_t, or the UniC step when the
+    prediction D_new at σ_t is given. bh2: B(h) = e^{−h} − 1 in the data-prediction (x₀) form."""
+    h = math.log(sig_s / sig_t)
+    hh = -h
+    phi_1 = math.expm1(hh)                                                 # e^{−h} − 1 = B(h)
+    b1 = (phi_1 / hh - 1) / phi_1                                         # 1!·hφ₂/B
+    b2 = 2 * ((phi_1 / hh - 1) / hh - 0.5) / phi_1                        # 2!·hφ₃/B
+    D0 = Ds[-1]
+    corr = 0
+    if D_new is None:                                                     # predictor
+        if order == 2:
+            r = (lams[-2] - lams[-1]) / h
+            corr = 0.5 * (Ds[-2] - D0) / r                                # ρ^p = ½ (bh2, order 2)
+    elif order == 1:
+        corr = 0.5 * (D_new - D0)                                         # ρ^c = ½
+    else:
+        r = (lams[-2] - lams[-1]) / h                                     # R = [[1, 1], [r, 1]], R ρ = b
+        rho_0, rho_1 = (b1 - b2) / (1 - r), (b2 - r * b1) / (1 - r)
+        corr = rho_0 * (Ds[-2] - D0) / r + rho_1 * (D_new - D0)
+    return (sig_t / sig_s) * xs - phi_1 * (D0 + corr)
+
+
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample,
             "dpmpp_2m": dpmpp_2m_sample, "euler_ancestral": euler_ancestral_sample,
-            "dpmpp_2m_sde": dpmpp_2m_sde_sample}
+            "dpmpp_2m_sde": dpmpp_2m_sde_sample, "unipc": unipc_sample}
 STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde")   # (and ddim with η > 0): they draw fresh noise
 
 
@@ -328,7 +383,7 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
            prediction: str = "eps", return_info: bool = False):
     """Draw samples from ``model`` starting at the noise ``x_T``.
 
-    sampler: a name in SAMPLERS (ddpm, ddim, euler, heun, dpmpp_2m, euler_ancestral, dpmpp_2m_sde);
+    sampler: a name in SAMPLERS (ddpm, ddim, euler, heun, dpmpp_2m, euler_ancestral, dpmpp_2m_sde, unipc);
     spacing: "leading" | "trailing" | "linspace" | "karras";  eta (ddim only) ≥ 0;  variance (ddpm only):
     "fixed_small" (default) | "fixed_large";  prediction: what the model outputs, "eps" | "x0" | "v";
     y, guidance_scale: class labels and classifier-free guidance (scale ≠ 1 needs ``model.null_label``).

@@ -205,3 +205,21 @@ def test_dpmpp_2m_sde_matches_sde_dpmsolver(s, steps):
     ours = run_ours(model, s, x, sampler="dpmpp_2m_sde", steps=steps, spacing="trailing",
                     generator=torch.Generator().manual_seed(4))
     assert_step_for_step(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [2, 5, 10, 20])
+def test_unipc_matches_unipcmultistep(s, steps):
+    """UniPCMultistepScheduler with its defaults (order 2, bh2, data prediction, corrector on, lower order
+    at the end, final σ = 0), trailing spacing. Its states are the *predicted* samples (the corrector
+    then moves them before the next predictor); ours record the same. diffusers casts to float32."""
+    model, x = FixedConvNet(), noise()
+    sched = float64_tables(diffusers.UniPCMultistepScheduler(
+        **BASE, solver_order=2, solver_type="bh2", predict_x0=True, lower_order_final=True,
+        disable_corrector=[], final_sigmas_type="zero", timestep_spacing="trailing", steps_offset=0), s)
+    sched.set_timesteps(steps)
+    theirs = run_diffusers(sched, model, x)
+    ours = run_ours(model, s, x, sampler="unipc", steps=steps, spacing="trailing")
+    assert_step_for_step(ours, theirs, rtol=1e-5, atol=1e-5)
+    dpm = dc.sample(model, s, x, sampler="dpmpp_2m", steps=steps, spacing="trailing")
+    if steps > 2:                                                # the corrector changes the result
+        assert (ours[0] - dpm).abs().max() > 1e-4

@@ -57,6 +57,16 @@ def test_measured_order_on_gaussian_oracle(s, gauss, sampler, order):
     assert errors[-1] < (3e-2 if order == 1 else 1e-3)
 
 
+def test_unipc_is_third_order_on_gaussian_oracle(s, gauss):
+    """UniPC-2 (bh2): the corrector lifts the order-2 predictor (DPM-Solver++(2M)) to order 3 (Zhao et al.
+    2023, §3.1: UniC-p raises the order of accuracy to p + 1), at the same NFE."""
+    errors = [gauss_error(s, gauss, "unipc", n) for n in (16, 32, 64)]
+    orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(abs(o - 3) < 0.4 for o in orders), (errors, orders)
+    dpm = [gauss_error(s, gauss, "dpmpp_2m", n) for n in (32, 64)]
+    assert errors[1] < dpm[0] / 2 and errors[2] < dpm[1] / 4, (errors, dpm)
+
+
 def test_ddim_is_first_order_on_leading_grid(s, gauss):
     errors = [gauss_error(s, gauss, "ddim", n, "leading") for n in (25, 50, 100, 200)]
     orders = [math.log2(errors[i] / errors[i + 1]) for i in range(3)]
@@ -171,7 +181,7 @@ def test_model_gets_t_on_device_with_right_dtype(s, spacing):
 
 
 @pytest.mark.parametrize("sampler, nfe", [("ddpm", 10), ("ddim", 10), ("euler", 10), ("heun", 19),
-                                          ("dpmpp_2m", 10)])
+                                          ("dpmpp_2m", 10), ("unipc", 10)])
 def test_nfe_and_info(s, gauss, sampler, nfe):
     xT = x_T(5)
     x0, info = dc.sample(gauss, s, xT, sampler=sampler, steps=10, return_info=True,
