@@ -212,18 +212,22 @@ def dpmpp_2m_sample(eps_model, x, grid, *, generator=None, callback=None):
     return _dpmpp_2m(eps_model, x, grid, sde=False, generator=generator, callback=callback)
 
 
+def _data_prediction(eps_model, xs, i, ab, sig, callback):
+    """D_i = x̃_i − σ_i ε̂(x_i, t_i), the predicted clean sample x̂_0 at level i (1 NFE); tells callback."""
+    D = xs - sig[i] * eps_model(xs * math.sqrt(ab[i]), i)
+    if callback:
+        callback(i, xs * math.sqrt(ab[i]), D)
+    return D
+
+
 def _dpmpp_2m(eps_model, x, grid, *, sde, generator, callback):
     """The multistep loop shared by the ODE (dpmpp_2m) and SDE (dpmpp_2m_sde) variants."""
     ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
     xs, D_old, h_old = x / math.sqrt(ab[0]), None, None
     for i in range(len(grid)):
-        eps = eps_model(xs * math.sqrt(ab[i]), i)
-        D = xs - sig[i] * eps                                             # data prediction x̂_0
-        if callback:
-            callback(i, xs * math.sqrt(ab[i]), D)
-        if sig[i + 1] == 0:
-            xs = D
-            continue
+        D = _data_prediction(eps_model, xs, i, ab, sig, callback)
+        if sig[i + 1] == 0:                                               # the last step: x = x̂_0
+            return D
         h = math.log(sig[i] / sig[i + 1])
         D_hat = D if D_old is None else (1 + h / (2 * h_old)) * D - h / (2 * h_old) * D_old
         if sde:
@@ -276,15 +280,11 @@ def unipc_sample(eps_model, x, grid, *, generator=None, callback=None):
     b_j = j! h φ_{j+1}(h)/B(h) (the paper's §3; UniC-p has order p + 1). The corrector reuses D_{i+1},
     evaluated at the uncorrected x̃_{i+1}: it costs no extra network call. The last step to σ = 0 is x = D."""
     ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
-    n, xs, Ds, lams, prev = len(grid), x / math.sqrt(ab[0]), [], [], None
-    for i in range(n):
-        eps = eps_model(xs * math.sqrt(ab[i]), i)
-        D = xs - sig[i] * eps                                             # data prediction x̂_0
-        if callback:
-            callback(i, xs * math.sqrt(ab[i]), D)
-        if sig[i + 1] == 0:
-            xs = D
-            continue
+    xs, Ds, lams, prev = x / math.sqrt(ab[0]), [], [], None
+    for i in range(len(grid)):
+        D = _data_prediction(eps_model, xs, i, ab, sig, callback)
+        if sig[i + 1] == 0:                                               # the last step: x = x̂_0
+            return D
         lam = -math.log(sig[i])
         if prev is not None:                                              # UniC: correct x̃_i with D_i
             x_before, order = prev
