@@ -203,13 +203,30 @@ def heun_sample(eps_model, x, grid, *, generator=None, callback=None):
     return xs
 
 
-def dpmpp_2m_sample(eps_model, x, grid, *, generator=None, callback=None):
+MAX_STEP_GROWTH = 2.0
+"""The multistep solvers (dpmpp_2m, dpmpp_2m_sde, unipc) extrapolate D linearly in λ only while the new step
+is at most this many times the last one, h ≤ 2 h_{i−1}; beyond it the weight h/(2h_{i−1}) on D_{i−1}
+exceeds 1 (the line reaches further ahead than the two points it was fitted on are apart) and the step
+falls back to first order (DDIM's). Uniform-in-t grids end with such a jump (σ ≈ 0.18 → σ_min ≈ 0.01 for
+leading and linspace); on the Gaussian oracle the unguarded 20-step DPM-Solver++(2M) ends with std 0.62
+instead of 0.50 (benchmarks/final_steps.py). Karras grids never trigger it. diffusers extrapolates
+regardless (its ``lower_order_final`` only acts on the last steps below 15 steps): pass
+``max_growth=math.inf`` to the sampler functions for its rule."""
+
+
+def _second_order(h: float, h_old: float | None, max_growth: float) -> bool:
+    return h_old is not None and h <= max_growth * h_old
+
+
+def dpmpp_2m_sample(eps_model, x, grid, *, generator=None, callback=None, max_growth=MAX_STEP_GROWTH):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): integrates the linear part exactly in λ = −log σ,
     using the data prediction D = x̃ − σ ε̂ extrapolated from the last two steps.
         x̃_{i+1} = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1) D̂,   h = λ_{i+1} − λ_i,
         D̂ = (1 + 1/(2r)) D_i − 1/(2r) D_{i−1},  r = h_{i−1}/h   (first step: D̂ = D_i, i.e. DDIM).
-    The last step to σ = 0 is exact: x = D_i."""
-    return _dpmpp_2m(eps_model, x, grid, sde=False, generator=generator, callback=callback)
+    The last step to σ = 0 is exact: x = D_i. Steps more than ``max_growth`` times the previous in λ use
+    D̂ = D_i (see MAX_STEP_GROWTH)."""
+    return _dpmpp_2m(eps_model, x, grid, sde=False, generator=generator, callback=callback,
+                     max_growth=max_growth)
 
 
 def _data_prediction(eps_model, xs, i, ab, sig, callback):
@@ -220,7 +237,7 @@ def _data_prediction(eps_model, xs, i, ab, sig, callback):
     return D
 
 
-def _dpmpp_2m(eps_model, x, grid, *, sde, generator, callback):
+def _dpmpp_2m(eps_model, x, grid, *, sde, generator, callback, max_growth):
     """The multistep loop shared by the ODE (dpmpp_2m) and SDE (dpmpp_2m_sde) variants."""
     ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
     xs, D_old, h_old = x / math.sqrt(ab[0]), None, None
@@ -229,7 +246,8 @@ def _dpmpp_2m(eps_model, x, grid, *, sde, generator, callback):
         if sig[i + 1] == 0:                                               # the last step: x = x̂_0
             return D
         h = math.log(sig[i] / sig[i + 1])
-        D_hat = D if D_old is None else (1 + h / (2 * h_old)) * D - h / (2 * h_old) * D_old
+        second = _second_order(h, h_old, max_growth)
+        D_hat = (1 + h / (2 * h_old)) * D - h / (2 * h_old) * D_old if second else D
         if sde:
             xs = (sig[i + 1] / sig[i] * math.exp(-h)) * xs - math.expm1(-2 * h) * D_hat
             xs = xs + sig[i + 1] * math.sqrt(-math.expm1(-2 * h)) * _randn(xs, generator)
@@ -259,16 +277,18 @@ def euler_ancestral_sample(eps_model, x, grid, *, generator=None, callback=None)
     return xs
 
 
-def dpmpp_2m_sde_sample(eps_model, x, grid, *, generator=None, callback=None):
+def dpmpp_2m_sde_sample(eps_model, x, grid, *, generator=None, callback=None,
+                        max_growth=MAX_STEP_GROWTH):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, §5 and App. B; diffusers' "sde-dpmsolver++", midpoint): the
     reverse SDE's linear part integrated exactly in λ = −log σ, with the data prediction extrapolated as in
     DPM-Solver++(2M) and fresh noise of the exact variance,
         x̃_{i+1} = (σ_{i+1}/σ_i) e^{−h} x̃_i + (1 − e^{−2h}) D̂ + σ_{i+1} √(1 − e^{−2h}) z,
     h = λ_{i+1} − λ_i, D̂ as in dpmpp_2m (first step: D̂ = D_i). The last step to σ = 0 is x = D_i."""
-    return _dpmpp_2m(eps_model, x, grid, sde=True, generator=generator, callback=callback)
+    return _dpmpp_2m(eps_model, x, grid, sde=True, generator=generator, callback=callback,
+                     max_growth=max_growth)
 
 
-def unipc_sample(eps_model, x, grid, *, generator=None, callback=None):
+def unipc_sample(eps_model, x, grid, *, generator=None, callback=None, max_growth=MAX_STEP_GROWTH):
     """UniPC (Zhao et al. 2023; diffusers' UniPCMultistepScheduler default: order 2, B(h) = e^h − 1 ("bh2"),
     data prediction, lower order at the first and last step). In σ-space with λ = −log σ, h = λ_{i+1} − λ_i:
       UniP (predictor) x̃_{i+1} = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1) (D_i + Σ_k ρ_k^p ΔD_k)   — with order 2 and
@@ -278,9 +298,10 @@ def unipc_sample(eps_model, x, grid, *, generator=None, callback=None):
         x̃_{i+1}ᶜ = (σ_{i+1}/σ_i) x̃_i − (e^{−h} − 1)(D_i + Σ_k ρ_k^c ΔD_k + ρ^c ΔD_{i+1}).
     ΔD_k = (D_{i−k} − D_i)/r_k, r_k = (λ_{i−k} − λ_i)/h; ρ solves R ρ = b with R_{jk} = r_k^{j−1} and
     b_j = j! h φ_{j+1}(h)/B(h) (the paper's §3; UniC-p has order p + 1). The corrector reuses D_{i+1},
-    evaluated at the uncorrected x̃_{i+1}: it costs no extra network call. The last step to σ = 0 is x = D."""
+    evaluated at the uncorrected x̃_{i+1}: it costs no extra network call. The last step to σ = 0 is x = D;
+    a step more than ``max_growth`` times the previous in λ is predicted (and corrected) at order 1."""
     ab, sig = grid.alpha_bars.tolist(), grid.sigmas.tolist()
-    xs, Ds, lams, prev = x / math.sqrt(ab[0]), [], [], None
+    xs, Ds, lams, prev, h_old = x / math.sqrt(ab[0]), [], [], None, None
     for i in range(len(grid)):
         D = _data_prediction(eps_model, xs, i, ab, sig, callback)
         if sig[i + 1] == 0:                                               # the last step: x = x̂_0
@@ -290,9 +311,11 @@ def unipc_sample(eps_model, x, grid, *, generator=None, callback=None):
             x_before, order = prev
             xs = _unipc_step(x_before, Ds, lams, sig[i - 1], sig[i], order, D_new=D)
         Ds, lams = (Ds + [D])[-2:], (lams + [lam])[-2:]
-        order = min(2, i + 1)                                             # the first step has no D_{i−1}
+        h = math.log(sig[i] / sig[i + 1])
+        order = 2 if _second_order(h, h_old, max_growth) else 1          # first step: no D_{i−1} yet
         prev = (xs, order)
         xs = _unipc_step(xs, Ds, lams, sig[i], sig[i + 1], order)        # UniP: predict x̃_{i+1}
+        h_old = h
     return xs
 
 
