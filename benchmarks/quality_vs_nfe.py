@@ -8,7 +8,8 @@ an interrupted cell resumes from its last finished batch (benchmarks/results/cac
 Samplers (spacing in brackets, the usual one for each family):
   ddpm  σ̂ = β ("fixed_large", DDIM Table 1's last row) [leading]; the original 1000-step DDPM uses β̃.
         (DDPM with β̃ on a sub-grid *is* DDIM η = 1, so that row is the ddim η = 1 row.)
-  ddim  η = 0 and η = 1 [leading, the DDIM paper's uniform skip];  euler, heun, dpmpp_2m [karras, ρ = 7]
+  ddim  η = 0 and η = 1 [leading, the DDIM paper's uniform skip];  euler, heun, dpmpp_2m [karras, ρ = 7];
+  unipc, dpmpp_2m_sde, euler_ancestral [karras] at NFE 5–50 (one seed)
 NFE ∈ {5, 10, 20, 50, 100} (Heun: steps = (NFE + 1)/2, NFE = 2·steps − 1), plus 1000-step DDPM.
 Samples are quantised to 8-bit pixels (clip to [−1, 1], round) before scoring, as when saved as PNG; the
 fraction of pixels the clip touched is recorded. Class-conditional models are sampled unconditionally
@@ -102,6 +103,7 @@ SETTINGS = [  # (sampler, eta, variance, spacing): the rows of the quality-vs-NF
     ("heun", 0.0, None, "karras"),
     ("dpmpp_2m", 0.0, None, "karras"),
 ]
+NEWER = ("unipc", "dpmpp_2m_sde", "euler_ancestral")   # issue 17: NFE 5–50, Karras, first seed only
 
 
 def plan(n: int, seeds: list[int]) -> list[Cell]:
@@ -115,6 +117,8 @@ def plan(n: int, seeds: list[int]) -> list[Cell]:
     cells += [Cell("dpmpp_2m", 20, spacing="karras", n=n, seed=s, kind="cond") for s in first]
     cells += [Cell("ddim", k, 0.0, None, "trailing", n, s) for s in first for k in (5, 10, 20)]
     cells += [c for s in first for c in row((50,), s)]
+    cells += [Cell(sm, k, spacing="karras", n=n, seed=s) for s in first for k in (5, 10, 20, 50)
+              for sm in NEWER]
     cells += [c for s in extra for c in row((5, 10, 20), s)]
     cells += [c for s in first for c in row((100,), s)]
     cells += [c for s in extra for c in row((50,), s)]
