@@ -188,6 +188,24 @@ class MixtureOracle:
         return x.to(dtype), k
 
 
+class Switched:
+    """A deliberately imperfect model for experiments with model error: the ε̂ of ``high`` where σ > ``sigma``
+    and of ``low`` at σ ≤ ``sigma`` (both oracles, or any model(x, t) on the schedule ``s``). E.g. a
+    mixture with the wrong component width at high noise, exact below: where along the trajectory an error
+    is made, and whether a sampler can still recover from it (notebook 05, the SDE view)."""
+
+    def __init__(self, s: NoiseSchedule, high, low, sigma: float):
+        if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and sigma > 0):
+            raise ValueError(f"sigma must be a number > 0 (where the model switches), got {sigma!r}")
+        if not (callable(high) and callable(low)):
+            raise TypeError("high and low must be models, callable as model(x, t)")
+        self.s, self.high, self.low, self.sigma = s, high, low, float(sigma)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        above = per_sample(_sigma(self.s, t) > self.sigma, x).bool()          # (B, 1, ...)
+        return torch.where(above, self.high(x, t), self.low(x, t))
+
+
 def _eight_gaussian_parameters(radius: float, std: float):
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     means = radius * torch.stack([angles.cos(), angles.sin()], 1)

@@ -127,6 +127,12 @@ def dpmpp_2m_lambda(x, sig, sig_next, D, D_prev, h_prev):  # written with λ = �
     return ratio * x + (1 - ratio) * (D + (D - D_prev) / (2 * r))
 
 
+def euler_ancestral_ddim(x, sig, sig_next, eps, z):  # as DDIM η = 1 in σ-space: x̂_0 + σ_down ε̂ + σ_up z
+    e = eps(x, sig)
+    up = sig_next * math.sqrt(max(0.0, 1 - sig_next**2 / sig**2))
+    return (x - sig * e) + math.sqrt(sig_next**2 - up**2) * e + up * z
+
+
 # --- notebook 06 --------------------------------------------------------------------------------------------
 def frechet_scipy(mu1, cov1, mu2, cov2):
     """Textbook FID with scipy's general matrix square root of C₁C₂ (real part)."""
@@ -208,6 +214,7 @@ INDEPENDENT = {
     "slerp": (slerp_mine,),
     "heun_step": (heun_karras,),
     "dpmpp_2m_update": (dpmpp_2m_lambda,),
+    "euler_ancestral_step": (euler_ancestral_ddim,),
     "frechet_distance": (frechet_scipy,),
     "mmd2_unbiased": (mmd2_loops,),
     "two_ddim_steps": (two_ddim_steps_mine,),

@@ -21,7 +21,7 @@ IN_NOTEBOOK_ORDER = [
     "simple_loss", "timestep_embedding",                                            # 02
     "posterior_mean_variance", "ddpm_step", "eps_to_x0",                            # 03
     "ddim_step", "slerp",                                                           # 04
-    "heun_step", "dpmpp_2m_update",                                                 # 05
+    "heun_step", "dpmpp_2m_update", "euler_ancestral_step",                         # 05
     "frechet_distance", "mmd2_unbiased",                                            # 06
     "two_ddim_steps", "distill_target", "loss_weight",                              # 07
     "drop_labels", "guided_eps", "per_digit_accuracy",                              # 08
@@ -30,6 +30,8 @@ IN_NOTEBOOK_ORDER = [
 WHOLE_RUN = {
     "heun_step": "✓ heun_step: run as a whole sampler it reproduces dc.sample(sampler='heun'",
     "dpmpp_2m_update": "✓ dpmpp_2m_update: run as a whole sampler it reproduces dc.sample(sampler='dpmpp_2m'",
+    "euler_ancestral_step": "✓ euler_ancestral_step: run as a whole sampler with the same noise it "
+                            "reproduces dc.sample(sampler='euler_ancestral'",
     "guided_eps": "✓ guided_eps: used as a model inside dc.sample it reproduces "
                   "dc.sample(..., guidance_scale=3)",
 }

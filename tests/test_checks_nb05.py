@@ -1,4 +1,5 @@
-"""Typical mistakes in the exercises of notebook 05 (fast samplers): heun_step and dpmpp_2m_update, caught on
+"""Typical mistakes in the exercises of notebook 05 (fast samplers): heun_step, dpmpp_2m_update and
+euler_ancestral_step (whose check also names the wrong part of the step), caught on
 the fixed cases or, for a step right on the cases only, when run as a whole sampler. The references agree with
 the package's samplers, step for step. The contract every check keeps is in tests/test_checks.py; the
 schedule fixture `s` is in tests/conftest.py.
@@ -67,7 +68,29 @@ def _dpm_no_first_step(x, sig, sig_next, D, D_prev, h_prev):  # forgets that D_p
     return (sig_next / sig) * x - math.expm1(-h) * D_hat
 
 
+def _ancestral_plain_euler(x, sig, sig_next, eps, z):  # Euler step all the way to σ_{i+1}, then noise on top
+    up = checks.ancestral_sigmas(sig, sig_next)[1]
+    return x + (sig_next - sig) * eps(x, sig) + up * z
+
+
+def _ancestral_noise_sigma_next(x, sig, sig_next, eps, z):  # the noise scaled by σ_{i+1} instead of σ_up
+    down = checks.ancestral_sigmas(sig, sig_next)[0]
+    return x + (down - sig) * eps(x, sig) + sig_next * z
+
+
+def _ancestral_no_noise(x, sig, sig_next, eps, z):           # forgets the noise: lands below σ_{i+1}
+    down = checks.ancestral_sigmas(sig, sig_next)[0]
+    return x + (down - sig) * eps(x, sig)
+
+
+def _ancestral_new_noise(x, sig, sig_next, eps, z):          # draws its own noise instead of using z
+    down, up = checks.ancestral_sigmas(sig, sig_next)
+    return x + (down - sig) * eps(x, sig) + up * torch.randn_like(x)
+
+
 HEUN_1 = "heun_step(Gaussian data, points (6,2), σ: 2.0 → 1.0): wrong value at index"
+ANC_1 = "euler_ancestral_step(Gaussian data, points (6,2), σ: 2.0 → 1.0): wrong value at index"
+PART = "which part is wrong: "
 DPM_FIRST = "dpmpp_2m_update(first step (D_prev=None, h_prev=None): the DDIM step, σ: 20 → 8)"
 DPM_2 = "dpmpp_2m_update(points (6,2), σ: 8 → 3, h_prev = log(20/8)): wrong value at index"
 MISTAKES = [
@@ -81,6 +104,14 @@ MISTAKES = [
     ("dpmpp_2m_update", _dpm_r_inverted, DPM_2),
     ("dpmpp_2m_update", _dpm_exp_not_expm1, DPM_FIRST + ": wrong value at index"),
     ("dpmpp_2m_update", _dpm_no_first_step, DPM_FIRST + " raised TypeError"),
+    ("euler_ancestral_step", _ancestral_plain_euler,
+     PART + "with z = 0 your step is the plain Euler step to σ_{i+1}; the deterministic part must stop"),
+    ("euler_ancestral_step", _ancestral_noise_sigma_next,
+     PART + "the deterministic part is right; the noise is scaled by σ_{i+1} = 1 instead of σ_up = 0.866"),
+    ("euler_ancestral_step", _ancestral_no_noise,
+     PART + "the deterministic part is right; the noise is scaled by 0, not σ_up = 0.866"),
+    ("euler_ancestral_step", _ancestral_new_noise,
+     PART + "two calls with the same inputs and z = 0 gave different results: the step must use the z"),
 ]
 
 
@@ -88,6 +119,41 @@ MISTAKES = [
 def test_typical_mistake_is_caught(name, fn, message):
     with pytest.raises(CheckFailed, match=re.escape(message)):
         getattr(checks, name)(fn)
+
+
+def test_every_ancestral_failure_starts_with_the_case():
+    with pytest.raises(CheckFailed, match=re.escape(ANC_1)):
+        checks.euler_ancestral_step(_ancestral_plain_euler)
+
+
+def test_an_ancestral_step_right_on_the_cases_but_wrong_in_the_sampler_is_caught():
+    check, calls = checks.euler_ancestral_step, []
+
+    def drifts(*args):
+        calls.append(1)
+        out = check.reference(*args)
+        return out if len(calls) <= len(check.cases()) else out * 1.001
+
+    where = "euler_ancestral_step(iterated over an 8-step Karras grid, mixture data, seeded noise) vs dc."
+    with pytest.raises(CheckFailed, match=re.escape(where)):
+        check(drifts)
+
+
+@pytest.mark.parametrize("spacing", ["karras", "trailing"])
+def test_euler_ancestral_loop_reproduces_dc_sample_and_equals_ddim_eta_1(s, mixture, spacing):
+    """The reference step in a loop with the sampler's noise order is dc.sample's euler_ancestral; and Euler
+    ancestral *is* DDIM η = 1 (hence DDPM's β̃ step on the sub-grid) with the same noise draws."""
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    grid = s.grid(7, spacing)
+    x_s = x_T / math.sqrt(float(grid.alpha_bars[0]))
+    mine = checks.euler_ancestral_sampler_from_step(checks._euler_ancestral_step_reference,
+                                                    checks.SigmaEps(mixture, "mixture"), x_s,
+                                                    grid.sigmas.tolist(), torch.Generator().manual_seed(4))
+    g = lambda: torch.Generator().manual_seed(4)
+    x0 = dc.sample(mixture, s, x_T, sampler="euler_ancestral", steps=7, spacing=spacing, generator=g())
+    assert torch.allclose(mine, x0, rtol=1e-10, atol=1e-10)
+    ddim = dc.sample(mixture, s, x_T, sampler="ddim", eta=1.0, steps=7, spacing=spacing, generator=g())
+    assert torch.allclose(ddim, x0, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["heun_step", "dpmpp_2m_update"])

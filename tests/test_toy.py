@@ -156,3 +156,23 @@ def test_oracle_errors(s):
         GaussianOracle(s)(torch.zeros(1, 2), torch.tensor([1000]))
     with pytest.raises(TypeError, match=r"t must be a tensor of shape \(B,\)"):
         GaussianOracle(s)(torch.zeros(1, 2), 5)
+
+
+def test_switched_model_uses_high_above_sigma_and_low_below(s):
+    from ddpm_course.toy import Switched
+
+    high, low = GaussianOracle(s, mean=1.0, std=0.5), GaussianOracle(s, mean=-1.0, std=0.5)
+    model = Switched(s, high, low, sigma=1.0)
+    t = torch.tensor([0, 200, 999, 50])                            # σ ≈ 0.01, 0.55, 157, 0.25 … and a mix
+    x = torch.randn(4, 2, dtype=torch.float64)
+    above = s.sigmas[t] > 1.0
+    want = torch.where(above[:, None], high(x, t), low(x, t))
+    assert above.any() and (~above).any()
+    assert torch.equal(model(x, t), want)
+    tf = torch.tensor([850.5, 10.25])                                # fractional timesteps (Karras grids)
+    assert torch.equal(model(x[:2], tf)[0], high(x[:2], tf)[0]) and torch.equal(model(x[:2], tf)[1],
+                                                                                 low(x[:2], tf)[1])
+    with pytest.raises(ValueError, match="sigma must be a number > 0"):
+        Switched(s, high, low, sigma=0)
+    with pytest.raises(TypeError, match="high and low must be models"):
+        Switched(s, high, "low", sigma=1.0)

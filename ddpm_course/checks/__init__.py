@@ -53,12 +53,16 @@ from .nb03_ddpm import DDPM_VARIANCES, ddpm_step, eps_to_x0, posterior_mean_vari
 from .nb04_ddim import ddim_step, slerp
 from .nb05_fast_samplers import (
     SigmaEps,
+    ancestral_sigmas,
     dpmpp_2m_sampler_from_update,
     dpmpp_2m_update,
+    euler_ancestral_sampler_from_step,
+    euler_ancestral_step,
     heun_sampler_from_step,
     heun_step,
 )
 from .nb05_fast_samplers import _dpmpp_2m_update_reference as _dpmpp_2m_update_reference  # for tests
+from .nb05_fast_samplers import _euler_ancestral_step_reference as _euler_ancestral_step_reference
 from .nb05_fast_samplers import _heun_step_reference as _heun_step_reference
 from .nb06_evaluation import frechet_distance, mmd2_unbiased
 from .nb07_few_step import distill_target, loss_weight, two_ddim_steps
@@ -75,10 +79,11 @@ __all__ = [
     "compare", "diagnose", "exact", "is_reference", "time_limit", "whose", "framework",
     # helpers the notebooks and tests use
     "DDPM_VARIANCES", "SigmaEps", "heun_sampler_from_step", "dpmpp_2m_sampler_from_update", "class_mixture",
-    "GuidedWith",
+    "GuidedWith", "ancestral_sigmas", "euler_ancestral_sampler_from_step",
     # the checks, in notebook order
     "snr", "alpha_bars", "q_sample", "log_snr", "simple_loss", "timestep_embedding",
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "ddim_step", "slerp", "heun_step", "dpmpp_2m_update",
-    "frechet_distance", "mmd2_unbiased", "two_ddim_steps", "distill_target", "loss_weight", "drop_labels",
+    "euler_ancestral_step", "frechet_distance", "mmd2_unbiased", "two_ddim_steps", "distill_target",
+    "loss_weight", "drop_labels",
     "guided_eps", "per_digit_accuracy",
 ]

@@ -1,4 +1,5 @@
-"""Checks of notebook 05 (fast samplers): heun_step and dpmpp_2m_update, each also run as a whole sampler."""
+"""Checks of notebook 05 (fast samplers): heun_step, dpmpp_2m_update and euler_ancestral_step, each also run
+as a whole sampler."""
 
 from __future__ import annotations
 
@@ -38,6 +39,20 @@ def _dpmpp_2m_update_reference(x, sigma: float, sigma_next: float, D, D_prev, h_
     h = math.log(sigma / sigma_next)
     D_hat = D if D_prev is None else (1 + h / (2 * h_prev)) * D - h / (2 * h_prev) * D_prev
     return (sigma_next / sigma) * x - math.expm1(-h) * D_hat
+
+
+def ancestral_sigmas(sigma: float, sigma_next: float) -> tuple[float, float]:
+    """(σ_down, σ_up) of an ancestral step from σ to σ_next: σ_up² = σ_next² (σ² − σ_next²)/σ² and
+    σ_down² = σ_next² − σ_up², so that the Euler step to σ_down plus noise σ_up z lands at σ_next."""
+    up = math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
+    return math.sqrt(sigma_next**2 - up**2), up
+
+
+def _euler_ancestral_step_reference(x, sigma: float, sigma_next: float, eps, z):
+    """One Euler-ancestral step (k-diffusion's sample_euler_ancestral; = DDIM η = 1 = DDPM's β̃ step):
+        x̃_{i+1} = x̃_i + (σ_down − σ_i) ε̂(x̃_i, σ_i) + σ_up z."""
+    down, up = ancestral_sigmas(sigma, sigma_next)
+    return x + (down - sigma) * eps(x, sigma) + up * z
 
 
 class SigmaEps:
@@ -91,6 +106,99 @@ def _dpmpp_2m_update_cases() -> list[Case]:
         case("float64 images (2,1,4,4), equal steps in λ: σ: 0.5 → 0.25, h_prev = log 2", img[2], 0.5, 0.25,
              img[0], img[1], math.log(2.0)),
     ]
+
+
+def _euler_ancestral_step_cases() -> list[Case]:
+    g, (gauss, mix) = _gen(53), _nb05_oracles()
+    return [
+        case("Gaussian data, points (6,2), σ: 2.0 → 1.0", 0.5 + 2.0 * _randn(g, 6, 2), 2.0, 1.0, gauss,
+             _randn(g, 6, 2)),
+        case("mixture, float64 points (5,2), σ: 10 → 4", 10.0 * _randn(g, 5, 2).double(), 10.0, 4.0, mix,
+             _randn(g, 5, 2).double()),
+        case("mixture, points (6,2), a short step σ: 0.5 → 0.45", 0.5 * _randn(g, 6, 2), 0.5, 0.45, mix,
+             _randn(g, 6, 2)),
+        case("Gaussian data, images (2,1,4,4), σ: 80 → 20", 80.0 * _randn(g, 2, 1, 4, 4), 80.0, 20.0, gauss,
+             _randn(g, 2, 1, 4, 4)),
+        case("mixture, points (6,2), the last step σ: 0.3 → 0 (σ_up = 0: no noise)", 0.3 * _randn(g, 6, 2),
+             0.3, 0.0, mix, _randn(g, 6, 2)),
+    ]
+
+
+def _which_part_of_the_ancestral_step(student_fn) -> str:
+    """Name the part of an Euler-ancestral step that is wrong: the deterministic move (run with z = 0) or
+    the noise (the change when z is added), with the slips seen most often."""
+    gauss = _nb05_oracles()[0]
+    x, z, sig, nxt = 0.5 + 2.0 * _randn(_gen(54), 6, 2), _randn(_gen(55), 6, 2), 2.0, 1.0
+    down, up = ancestral_sigmas(sig, nxt)
+    d = gauss(x, sig)
+    try:
+        still = student_fn(x.clone(), sig, nxt, gauss, torch.zeros_like(z))
+        again = student_fn(x.clone(), sig, nxt, gauss, torch.zeros_like(z))
+        moved = student_fn(x.clone(), sig, nxt, gauss, z.clone())
+    except Exception:                                                 # the cases already said what raised
+        return ""
+    if not all(isinstance(v, torch.Tensor) and v.shape == x.shape for v in (still, again, moved)):
+        return ""
+    close = lambda a, b: bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-6))  # noqa: E731
+    if not close(still, again):
+        return ("two calls with the same inputs and z = 0 gave different results: the step must use the z it "
+                "is given (the sampler draws it), not noise of its own")
+    if not close(still, x + (down - sig) * d):
+        if close(still, x + (nxt - sig) * d):
+            return ("with z = 0 your step is the plain Euler step to σ_{i+1}; the deterministic part must "
+                    f"stop at σ_down = √(σ_{{i+1}}² − σ_up²) (here {down:.4g}, not {nxt:g}), because the "
+                    "noise σ_up z brings the state back up to σ_{i+1}")
+        return f"with z = 0 your step is not the Euler step x̃ + (σ_down − σ_i) ε̂ to σ_down = {down:.4g}"
+    noise = moved - still
+    ratio = float((noise.double() * z.double()).sum() / z.double().pow(2).sum())
+    if close(noise, ratio * z):
+        for name, value in (("σ_{i+1}", nxt), ("σ_i", sig), ("σ_up²", up**2), ("√(σ_i² − σ_{i+1}²)",
+                                                                               math.sqrt(sig**2 - nxt**2))):
+            if math.isclose(ratio, value, rel_tol=1e-4):
+                return f"the deterministic part is right; the noise is scaled by {name} = {value:.4g} " \
+                       f"instead of σ_up = {up:.4g}"
+        return f"the deterministic part is right; the noise is scaled by {ratio:.4g}, not σ_up = {up:.4g}"
+    return "the deterministic part is right; the noise added is not a multiple of z (use the z you are given)"
+
+
+class _AncestralCheck(Check):
+    """euler_ancestral_step: the fixed cases; on a failure, which part of the step is wrong; once the
+    cases pass, the step run as a whole seeded sampler against dc.sample(sampler="euler_ancestral")."""
+
+    def _run(self, student_fn: Callable) -> Callable:
+        try:
+            fn = super()._run(student_fn)
+        except CheckFailed as err:
+            part = _which_part_of_the_ancestral_step(student_fn)
+            raise CheckFailed(err.args[0] + (f"\nwhich part is wrong: {part}" if part else "")) from err
+        if fn is not student_fn:                                      # blank exercise: the reference
+            return fn
+        s = NoiseSchedule.linear(1000)
+        mixture = MixtureOracle(s, means=[[-1.0, 0.0], [1.0, 0.5]], stds=[0.2, 0.4])
+        x_T = torch.randn(16, 2, generator=_gen(56), dtype=torch.float64)
+        sigmas = s.grid(8, "karras").sigmas.tolist()
+        expected = samplers.sample(mixture, s, x_T, sampler="euler_ancestral", steps=8, spacing="karras",
+                                   generator=_gen(57))
+        where = f"{self.name}(iterated over an 8-step Karras grid, mixture data, seeded noise)"
+        eps = SigmaEps(mixture, "ε̂ of a 2-component mixture")
+        try:
+            got = euler_ancestral_sampler_from_step(student_fn, eps, x_T * math.sqrt(1 + sigmas[0] ** 2),
+                                                    sigmas, _gen(57))
+        except Exception as err:
+            raise CheckFailed(f"{where} raised {type(err).__name__}: {err}") from err
+        _compare_tensors(where + " vs dc.sample(sampler='euler_ancestral')", got, expected, TOLERANCES)
+        print("✓ euler_ancestral_step: run as a whole sampler with the same noise it reproduces "
+              "dc.sample(sampler='euler_ancestral', spacing='karras', steps=8)")
+        return student_fn
+
+
+def euler_ancestral_sampler_from_step(step, eps, x, sigmas, generator):
+    """Euler ancestral from a step function, z ~ N(0, I) drawn from ``generator`` on every step that adds
+    noise (σ_{i+1} > 0) in the order dc.sample draws it."""
+    for sig, sig_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if sig_next > 0 else torch.zeros_like(x)
+        x = step(x, sig, sig_next, eps, z)
+    return x
 
 
 def heun_sampler_from_step(step, eps, x, sigmas):
@@ -160,4 +268,11 @@ dpmpp_2m_update = _SolverCheck(
         "is None (Lu et al. 2022, Algorithm 2).")
 
 
-CHECKS = (heun_step, dpmpp_2m_update)   # in notebook order: ddpm_course.checks.ALL
+euler_ancestral_step = _AncestralCheck(
+    "euler_ancestral_step", exact(_euler_ancestral_step_reference), _euler_ancestral_step_cases,
+    doc="euler_ancestral_step(x, sigma, sigma_next, eps, z) -> x + (sigma_down - sigma) * eps(x, sigma) + "
+        "sigma_up * z, sigma_up = sqrt(sigma_next² (sigma² - sigma_next²) / sigma²), sigma_down = "
+        "sqrt(sigma_next² - sigma_up²) (k-diffusion's Euler ancestral).")
+
+
+CHECKS = (heun_step, dpmpp_2m_update, euler_ancestral_step)   # in notebook order: ddpm_course.checks.ALL
