@@ -22,20 +22,26 @@
 #   σ-space it is simply dx̃/dσ = ε̂(x̃, σ);
 # - show numerically that DDIM (η = 0) *is* Euler's method on that ODE;
 # - implement a step of Heun's second-order method (Karras et al. 2022, Algorithm 1) and the
-#   DPM-Solver++(2M) update (Lu et al. 2022, Algorithm 2);
+#   DPM-Solver++(2M) update (Lu et al. 2022, Algorithm 2); meet UniPC, which adds a corrector that costs no
+#   network call, and see why multistep solvers must not extrapolate over a long last step;
 # - compare step schedules (uniform in t versus Karras' ρ = 7) and **measure** the order of each solver
 #   on a problem with an exact answer: slopes ≈ 1 and ≈ 2 on a log-log plot;
+# - take the **SDE view**: the reverse SDE, Euler–Maruyama, and why "ancestral" and "SDE" samplers (Euler a,
+#   DPM++ 2M SDE) are DDPM and DDIM η = 1 in other clothes; implement the Euler-ancestral step and watch
+#   fresh noise repair a model's error;
 # - compare the samplers on the course's MNIST model at a few steps, in a grid and in an interactive
 #   explorer;
 # - try Skip-Tuning (Ma et al. 2024), a training-free change to the U-Net that targets few-step sampling,
 #   and read a note on a citation that could not be verified.
 #
-# **Exercises:** 5.1 a Heun step in σ-space · 5.2 the DPM-Solver++(2M) update.
+# **Exercises:** 5.1 a Heun step in σ-space · 5.2 the DPM-Solver++(2M) update · 5.3 the Euler-ancestral
+# step.
 #
 # **Prerequisites:** notebooks 03 (DDPM sampling) and 04 (DDIM); Euler's method for an ODE
 # y' = f(t, y), i.e. y_{n+1} = y_n + h f(t_n, y_n).
 
 # %%
+import json
 import math
 import time
 import warnings
@@ -45,6 +51,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import Image, display
+from tqdm.auto import tqdm
 
 import ddpm_course as dc
 from ddpm_course.toy import GaussianOracle, MixtureOracle
@@ -66,6 +73,8 @@ explorer_steps = (5, 10, 20) if FAST else (5, 10, 20, 50)
 skip_scales = (1.0, 0.9, 0.8, (1.0, 0.9, 0.8))    # Skip-Tuning: one factor, or one per level (outer first)
 skip_steps = 10                                   # few-step sampling is where Skip-Tuning is meant to help
 n_eval = 32 if FAST else 1000                     # digits per skip scale for FID/KID (tiny in fast mode)
+n_sde = 1000 if FAST else 4000                    # 2-D points of the model-error experiment (§7)
+sde_switches = (1.0, 0.3) if FAST else (2.0, 1.0, 0.5, 0.3)   # σ above which that model is wrong
 s = dc.NoiseSchedule.linear()                     # the schedule of the course model (DDPM's linear β)
 
 # %% [markdown]
@@ -79,7 +88,10 @@ s = dc.NoiseSchedule.linear()                     # the schedule of the course m
 #
 # $$\mathrm dx = \Big[f(x, t) - \tfrac12 g(t)^2\, \nabla_x \log p_t(x)\Big]\,\mathrm dt .$$
 #
-# Start it from noise x_T and integrate down to t = 0 with any ODE solver: you get a sample. The score
+# Here f and g describe the forward noising as an SDE, dx = f(x, t) dt + g(t) dw (their **eq. 5**, w a
+# Brownian motion). DDPM's chain is the discretisation of their *variance-preserving* SDE (**eq. 11**):
+# f(x, t) = −½ β(t) x and g(t) = √β(t), with β(t) the continuous-time version of β_t (β(t/T) ≈ T β_t).
+# Start the ODE from noise x_T and integrate down to t = 0 with any ODE solver: you get a sample. The score
 # ∇ log p_t is what the network gives us, through ε̂ (notebook 02, §1: ∇ log p_t(x_t) = −ε̂/√(1 − ᾱ_t)).
 #
 # **σ-space.** The ODE becomes strikingly simple after a change of variables. Divide the state by √ᾱ:
@@ -276,6 +288,57 @@ print(f"{dc.checks.whose(dpmpp_2m_update, 'dpmpp_2m_update')} in a loop vs dc.sa
       f"difference {(mine - package).abs().max().item():.1e}")
 
 # %% [markdown]
+# ### UniPC: a corrector that costs nothing
+#
+# Heun corrects each step with a second slope and pays a second network call for it. **UniPC** (Zhao et al.
+# 2023, *UniPC: A Unified Predictor-Corrector Framework*) notices that a multistep solver evaluates the
+# network at the point it just predicted *anyway*, for the next step: D_{i+1} = D(x̃_{i+1}, σ_{i+1}). So it
+# uses that value twice. First, as the corrector **UniC**, to redo the step i → i+1 with the new slope among
+# the ones it interpolates; then, as usual, in the next prediction. With only D_i and D_{i+1} (order 1):
+#
+# $$	ilde x^{c}_{i+1} = rac{\sigma_{i+1}}{\sigma_i}\,	ilde x_i - ig(e^{-h} - 1ig)
+#   \Big(D_i + 	frac12\,(D_{i+1} - D_i)\Big),$$
+#
+# the exponential-integrator version of the trapezoidal rule. With D_{i−1} as well (order 2), the weights
+# of the differences come from a small linear system (the paper's R ρ = b, with B(h) = e^h − 1, "bh2"). The
+# predictor **UniP** of order 2 with these choices is exactly DPM-Solver++(2M). The corrected x̃ is *not*
+# evaluated again: the next step starts from it with the D computed at the uncorrected point, so UniPC
+# costs one NFE per step, like DPM-Solver++(2M), and its corrector raises the order by one (to 3). The
+# package's `unipc` agrees with diffusers' `UniPCMultistepScheduler` (its default configuration) step
+# for step (`tests/test_diffusers_reference.py`); §6 measures the order.
+#
+# ### Long last steps: when not to extrapolate
+#
+# A multistep solver extrapolates D from the last two points. If the new step is much longer than the last
+# one, the straight line is followed far beyond where it was fitted: the weight h/(2h_{i−1}) on D_{i−1}
+# exceeds 1 when h > 2h_{i−1}. Uniform-in-t grids end exactly like that: with 20 `leading` steps the last
+# levels are σ = 0.34 → 0.18 → 0.01, a step of h = 2.9 after one of 0.66 (a weight of 2.2). On Gaussian
+# data N(0.3, 0.5²), where the answer is known, the package's multistep solvers therefore fall back to the
+# first-order (DDIM) update for any step more than twice the previous one in λ
+# (`dc.samplers.MAX_STEP_GROWTH`); diffusers' `DPMSolverMultistepScheduler` extrapolates regardless (its
+# `lower_order_final` acts only on the last steps, and only below 15 steps). Both rules, side by side:
+
+# %%
+gauss_03 = GaussianOracle(s, mean=0.3, std=0.5)
+x_T_1d = torch.randn(20_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+for spacing in ("leading", "karras"):
+    grid_20 = s.grid(20, spacing)
+    exact_end = gauss_03.ode_solution(x_T_1d / math.sqrt(grid_20.alpha_bars[0]), float(grid_20.sigmas[0]), 0.0)
+    for rule, growth in (("course rule (h ≤ 2 h_prev)", dc.samplers.MAX_STEP_GROWTH), ("always extrapolate", math.inf)):
+        eps_model = dc.samplers.EpsModel(gauss_03, grid_20, x_T_1d)         # what dc.sample hands a sampler
+        x0 = dc.samplers.dpmpp_2m_sample(eps_model, x_T_1d, grid_20, max_growth=growth)
+        print(f"{spacing:>8}, {rule:>26}: std {x0.std().item():.3f} (truth 0.500), RMS distance to the exact ODE "
+              f"end point {(x0 - exact_end).pow(2).mean().sqrt().item():.3f}")
+
+# %% [markdown]
+# On the leading grid the extrapolation leaves the samples 24 % too spread out; the fallback removes almost
+# all of the error. The Karras grid changes step size smoothly and never triggers the rule, so the two agree
+# there. The full table, with UniPC and the SDE solver of §7, 5 to 50 steps and the effect on the course
+# model's FID, is in `benchmarks/results/final_steps.md`. (At 5 leading steps the extrapolation happens to
+# *help* on this data: its overshoot cancels the first-order undershoot. One data set does not make a rule;
+# the error at 10–50 steps, where the solver's order should show, is what the default is chosen on.)
+
+# %% [markdown]
 # ## 5 · Step schedules: where to spend the steps
 #
 # A solver needs a list of noise levels σ_0 > σ_1 > … > σ_N = 0. DDIM-style schedules are uniform in
@@ -343,7 +406,7 @@ def rms(a, b):
     return (a - b).pow(2).mean().sqrt().item()
 
 
-solvers = {"Euler = DDIM": "euler", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m"}
+solvers = {"Euler = DDIM": "euler", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m", "UniPC": "unipc"}
 results, slopes = {}, {}
 for label, sampler in solvers.items():
     nfes, errors = [], []
@@ -363,14 +426,17 @@ fig = dc.viz.loglog_error(results, xlabel="NFE (network evaluations)", ylabel="R
 plt.show()
 
 # %% [markdown]
-# The fitted slopes are ≈ −1 for Euler/DDIM and ≈ −2 for Heun and DPM-Solver++(2M): first and second
-# order, as the theory says. Two more things to read off the plot:
+# The fitted slopes are ≈ −1 for Euler/DDIM, ≈ −2 for Heun and DPM-Solver++(2M) and ≈ −3 for UniPC: first,
+# second and third order, as the theory says (UniPC's free corrector adds one order). More to read off the
+# plot:
 #
-# - **Per NFE**, DPM-Solver++(2M) wins: it is second order at one evaluation per step, while Heun pays two.
+# - **Per NFE**, the multistep solvers win: DPM-Solver++(2M) is second order at one evaluation per step,
+#   while Heun pays two; UniPC is third order at the same price, and from 32 NFE on its error is several
+#   times smaller than DPM-Solver++'s.
 # - **At very few steps** the orders mean little. Heun with 4 steps (σ: 157 → 21 → 1.25 → 0.01 → 0) is
 #   *worse* than Euler: over such long steps the slope ε̂ changes a lot, and the average of the slopes
-#   at the two ends of a step is a poor stand-in for the slope along it. The order is a promise about
-#   small steps only.
+#   at the two ends of a step is a poor stand-in for the slope along it. UniPC at 8 NFE is no better than
+#   DPM-Solver++(2M) either. The order is a promise about small steps only.
 #
 # Gaussian data is the easiest possible case: its ODE paths are gentle curves. With multi-modal data the
 # paths run almost straight at large σ and then bend sharply near σ ≈ 1, where each point commits to a
@@ -408,8 +474,165 @@ plt.show()
 # outside the frame): its corrector takes the slope ε̂ = (x̃ − D)/σ at the *end* of a long step, at a
 # small σ, where any distance of the Euler guess from the data is divided by that small σ.
 # Few-step sampling is a regime of its own, which is why notebook 07 turns to distillation.
+
+# %% [markdown]
+# ## 7 · The SDE view: fresh noise, ancestral and SDE samplers
 #
-# ## 7 · The samplers on the course's MNIST model
+# Song et al. (2021) did not only give an ODE. Running the forward SDE of §1 backwards in time is itself an
+# SDE, the **reverse-time SDE** (**eq. 6**):
+#
+# $$\mathrm dx = \big[f(x, t) - g(t)^2\,\nabla_x \log p_t(x)\big]\,\mathrm dt + g(t)\,\mathrm d\bar w ,$$
+#
+# with w̄ a Brownian motion running backwards and dt < 0. Compared with the probability-flow ODE (eq. 13) the
+# score term is twice as strong and fresh noise is added; both have the same marginals p_t. The simplest
+# solver is **Euler–Maruyama**: an Euler step for the drift plus g √|Δt| z with z ~ N(0, I). For DDPM's
+# VP-SDE (f = −½βx, g = √β, score = −ε̂/√(1 − ᾱ)) one such step from t to t − 1 reads
+# x + ½β_t x − β_t ε̂/√(1 − ᾱ_t) + √β_t z, which is DDPM's ancestral step (**DDPM eq. 11**,
+# x_{t−1} = (x_t − β_t ε̂/√(1 − ᾱ_t))/√(1 − β_t) + σ_t z) to first order in β_t. Song et al. (§4.1) treat
+# DDPM's "ancestral sampling" as one discretisation of this reverse SDE; the name stuck.
+#
+# Karras et al. (2022, **eq. 6**) write a whole family in σ-space: the probability-flow ODE plus a
+# *Langevin* term of free strength β(t) ≥ 0,
+#
+# $$\mathrm d\tilde x_\pm = -\dot\sigma\sigma\,\nabla\log p\,\mathrm dt \;\pm\; \beta(t)\,\sigma^2\,
+#   \nabla\log p\,\mathrm dt + \sqrt{2\beta(t)}\,\sigma\,\mathrm d\omega_t ,$$
+#
+# which pushes samples toward higher density and adds matching noise, leaving every p_t unchanged. β = 0 is
+# the ODE; each stochastic sampler below is one choice of β and one way to discretise.
+#
+# **The ancestral step in σ-space.** To go from σ_i to σ_{i+1}, step deterministically *below* the target,
+# to σ_down, and add fresh noise of standard deviation σ_up that brings the noise level back up to σ_{i+1}
+# (variances add: σ_down² + σ_up² = σ_{i+1}²). With the split
+#
+# $$\sigma_{\rm up}^2 = \frac{\sigma_{i+1}^2\,(\sigma_i^2 - \sigma_{i+1}^2)}{\sigma_i^2},\qquad
+#   \sigma_{\rm down} = \sqrt{\sigma_{i+1}^2 - \sigma_{\rm up}^2},\qquad
+#   \tilde x_{i+1} = \tilde x_i + (\sigma_{\rm down} - \sigma_i)\,\hat\varepsilon(\tilde x_i, \sigma_i)
+#   + \sigma_{\rm up}\,z ,$$
+#
+# this is **"Euler a"** (k-diffusion's `sample_euler_ancestral`, diffusers' `EulerAncestralDiscreteScheduler`,
+# the package's `euler_ancestral`). Nothing new, in fact: divide DDIM's η = 1 variance (notebook 04,
+# **DDIM eq. 16**) by ᾱ_{i+1} and you get exactly σ_up², and its deterministic part x̂_0 + √(σ_{i+1}² − σ_up²) ε̂
+# is the Euler step to σ_down. So Euler ancestral = DDIM η = 1 = DDPM's β̃ step on a sub-grid: three names, one
+# sampler. With the same noise draws the package's two implementations agree to rounding error:
+
+# %%
+g_noise = lambda: torch.Generator().manual_seed(7)   # the same fresh noise z for both samplers (not x_T's seed)
+for spacing in ("leading", "karras"):
+    x_a = dc.sample(mixture, s, x_T_2d, sampler="euler_ancestral", steps=10, spacing=spacing, generator=g_noise())
+    x_d = dc.sample(mixture, s, x_T_2d, sampler="ddim", eta=1.0, steps=10, spacing=spacing, generator=g_noise())
+    print(f"{spacing:>8}: max |Euler ancestral − DDIM(η = 1)| = {(x_a - x_d).abs().max().item():.1e}")
+
+# %% [markdown]
+# ### Exercise 5.3 — the Euler-ancestral step
+#
+# Write `euler_ancestral_step(x, sigma, sigma_next, eps, z)`: `x` is x̃_i, `eps(x, sigma)` returns ε̂, and `z`
+# is the fresh N(0, I) noise, drawn by the sampler (do not draw your own: the check runs your step inside a
+# seeded sampler and compares it with `dc.sample`). Return x̃_{i+1} from the formulas above. On the last step
+# σ_{i+1} = 0, and then σ_up = 0 too. If the check fails it says which part is wrong: the deterministic move
+# (your step with z = 0) or the noise.
+
+# %% tags=["exercise"]
+def euler_ancestral_step(x, sigma, sigma_next, eps, z):
+    """One Euler-ancestral step from σ to σ_next: Euler to σ_down, then noise σ_up z back up to σ_next."""
+    ### BEGIN SOLUTION
+    sigma_up = math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
+    sigma_down = math.sqrt(sigma_next**2 - sigma_up**2)
+    return x + (sigma_down - sigma) * eps(x, sigma) + sigma_up * z
+    ### END SOLUTION
+
+
+# %%
+euler_ancestral_step = dc.checks.euler_ancestral_step(euler_ancestral_step)
+
+# %% [markdown]
+# **SDE-DPM-Solver++(2M)** ("DPM++ 2M SDE", `dpmpp_2m_sde`; Lu et al. 2022b) treats the SDE as DPM-Solver++
+# treats the ODE: the linear part is integrated exactly in λ, and the noise added over the step has exactly
+# the variance the SDE accumulates there,
+#
+# $$\tilde x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}e^{-h}\,\tilde x_i + \big(1 - e^{-2h}\big)\hat D
+#   + \sigma_{i+1}\sqrt{1 - e^{-2h}}\;z .$$
+#
+# With D̂ = D_i (first order) this is once more the ancestral step (check: e^{−h} = σ_{i+1}/σ_i turns the noise
+# into σ_up z); the "2M" is D̂ extrapolated from D_{i−1}, as in §4. The map of the stochastic samplers:
+#
+# | deterministic (ODE) | stochastic (SDE) | the same as |
+# |---|---|---|
+# | DDIM η = 0 = Euler (`ddim`, `euler`) | DDIM η = 1 = Euler ancestral (`euler_ancestral`) | DDPM, β̃, on the sub-grid |
+# | DPM-Solver++(2M) (`dpmpp_2m`) | SDE-DPM-Solver++(2M) (`dpmpp_2m_sde`) | first order: the row above |
+# | DDIM 0 < η < 1 | part of the noise is fresh | Karras' β(t) below the ancestral value |
+#
+# (EDM's own stochastic sampler, Karras et al. 2022, Algorithm 2, adds noise first, "churn", and then takes
+# a Heun step; the course does not implement it.)
+#
+# ### Why fresh noise helps: it forgets the model's errors
+#
+# A deterministic solver is a one-to-one map from x_T to x_0: whatever the network gets wrong at some noise
+# level is carried to the end. The SDE keeps replacing part of the state by fresh noise, and its Langevin
+# term keeps pulling the samples toward p_t at the current level, so an error made early is partly forgotten
+# (Karras et al. 2022, §4, argue exactly this). An experiment where we *choose* the model's error: two
+# Gaussian modes at x = ±1 of width 0.2, and a model that is exact below some σ_switch but believes the modes
+# are twice as wide (0.4) above it (`dc.toy.Switched`). Every sampler starts from the same x_T; the spread of
+# the samples around their nearest mode should be 0.20:
+
+# %%
+sde_truth = MixtureOracle(s, means=[[-1.0, 0.0], [1.0, 0.0]], stds=[0.2, 0.2])
+sde_wrong = MixtureOracle(s, means=[[-1.0, 0.0], [1.0, 0.0]], stds=[0.4, 0.4])    # too wide at high noise
+x_T_sde = torch.randn(n_sde, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+sde_runs = {"ODE: DPM-Solver++(2M), 50 Karras steps": dict(sampler="dpmpp_2m", steps=50, spacing="karras"),
+            "SDE: DPM-Solver++(2M) SDE, 200 Karras steps": dict(sampler="dpmpp_2m_sde", steps=200, spacing="karras"),
+            "SDE: DDPM, 1000 steps": dict(sampler="ddpm", steps=1000, spacing="leading"),
+            "SDE: Euler ancestral, 50 Karras steps": dict(sampler="euler_ancestral", steps=50, spacing="karras")}
+spreads = {label: [] for label in sde_runs}
+for sw in tqdm(sde_switches, desc="σ_switch"):
+    faulty = dc.toy.Switched(s, high=sde_wrong, low=sde_truth, sigma=sw)
+    for label, kw in sde_runs.items():
+        x0 = dc.sample(faulty, s, x_T_sde, generator=torch.Generator().manual_seed(4), **kw)
+        spreads[label].append(sde_truth.spread(x0))
+exact_spread = sde_truth.spread(dc.sample(sde_truth, s, x_T_sde, sampler="dpmpp_2m", steps=50, spacing="karras"))
+print(f"exact model, ODE: spread {exact_spread:.3f} (truth 0.200)")
+for label, values in spreads.items():
+    print(f"{label:>44}: " + ", ".join(f"σ_switch {sw:g} → {v:.3f}" for sw, v in zip(sde_switches, values, strict=True)))
+
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for (label, values), marker in zip(spreads.items(), "osD^", strict=True):
+    ax.plot(sde_switches, values, marker=marker, label=label)
+ax.axhline(0.2, color="gray", ls="--", lw=1, label="the data: 0.20")
+ax.set_xscale("log")
+ax.set(xlabel="σ_switch: the model is wrong above this noise level", ylabel="spread of the samples",
+       title="Model error at high noise: the ODE keeps it, the SDE forgets it")
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The exact model gives 0.20. With the faulty model the ODE's samples come out too spread, the more the lower
+# the noise level down to which the model is wrong: the ODE maps the too-wide blobs it was handed at σ_switch
+# faithfully onto the data. The well-resolved SDE samplers (DDPM with 1000 steps, DPM-Solver++(2M) SDE with
+# 200) land close to 0.20 for every σ_switch down to 0.5 and much closer than the ODE below: under σ_switch
+# the model is right, and the noise they inject there lets them forget what happened above. That forgetting
+# is paid for in steps: Euler ancestral with 50 steps is biased the other way (too narrow), a discretisation
+# error of its own, which is why stochastic samplers are usually run with more steps than ODE solvers.
+#
+# The course model shows the same trade-off, measured on 1,000 unconditional digits per cell by
+# `benchmarks/quality_vs_nfe.py` (notebook 06 explains FID; "–" marks a cell the study did not run):
+
+# %%
+study_path = dc.course.course_file("benchmarks/results/quality_vs_nfe.json")
+if study_path is None:
+    print("benchmarks/results/quality_vs_nfe.json is not here (a pip install without the repository)")
+else:
+    study = json.loads(study_path.read_text())
+    fid = {(r["label"], r["nfe"]): r["fid"] for r in study["cells"]
+           if r["cell"]["kind"] == "uncond" and r["cell"]["n"] == 1000 and r["cell"]["seed"] == 0}
+    study_nfes = (5, 10, 20, 50, 100)
+    print(f"FID, n = 1000, model sha256 {study['model_sha256'][:12]}… (lower is better)")
+    print(f"{'sampler':>36}" + "".join(f"{'NFE ' + str(k):>10}" for k in study_nfes))
+    for name in ("ddim η=0", "ddim η=1", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "unipc"):
+        print(f"{name:>36}" + "".join(f"{fid[name, k]:>10.2f}" if (name, k) in fid else f"{'–':>10}"
+                                      for k in study_nfes))
+
+# %% [markdown]
+# ## 8 · The samplers on the course's MNIST model
 #
 # Now the same comparison on real images. `dc.load_pretrained("mnist")` loads the course's
 # class-conditional U-Net (shipped with the package; notebook 02 trains one like it) and its schedule.
@@ -422,7 +645,8 @@ model, s = dc.load_pretrained("mnist")             # EMA weights, eval mode, on 
 x_T = torch.randn(n_digits, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device)
 labels = (torch.arange(n_digits) % 10).to(device)
 
-grid_samplers = {"DDIM (= Euler)": "ddim", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m", "DDPM (ancestral)": "ddpm"}
+grid_samplers = {"DDIM (= Euler)": "ddim", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp_2m", "UniPC": "unipc",
+                 "DDPM (ancestral)": "ddpm", "DPM-Solver++(2M) SDE": "dpmpp_2m_sde"}
 samples = {}
 t0 = time.perf_counter()
 for label, sampler in grid_samplers.items():
@@ -454,14 +678,15 @@ dc.course.save_figure(fig, "05_sampler_grid.png", FIGURES, dpi=80)
 
 # %% [markdown]
 # Read the grid by columns (equal steps) and by NFE (Heun's NFE is almost double). As the steps grow,
-# the three ODE solvers converge to the same ODE solution from the same x_T, so the *same* digits appear
-# in their rows; DDPM's digits differ, since its path depends on the noise it adds.
+# the four ODE solvers converge to the same ODE solution from the same x_T, so the *same* digits appear
+# in their rows; the digits of the two stochastic samplers differ, since their paths depend on the noise
+# they add. (Euler ancestral is left out: on the same grid and noise it *is* the DDPM row, §7.)
 #
 # At the fewest steps the picture is less tidy than on the oracle. With the course's weights, 5 Karras
 # steps leave speckled noise around the ODE solvers' digits, while ancestral DDPM's digits look clean.
 # Two things can be at work. The network's ε̂ is not exact, and a deterministic solver carries every error
 # along to the end, while the fresh noise DDPM adds at each step partly washes earlier errors out
-# (Karras et al. 2022, §4, make the same point for stochastic sampling). And the 5-step Karras schedule
+# (§7; Karras et al. 2022, §4). And the 5-step Karras schedule
 # itself is a poor fit. On the course model the schedule is the main culprit: with 5 *trailing* steps
 # (next cell) DPM-Solver++'s digits are clean too. On the course's first, shorter-trained model
 # (`dc.load_pretrained("mnist_early")`) even 10 Karras steps left speckle — there the
@@ -496,7 +721,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 8 · Explore: sampler × steps × η
+# ## 9 · Explore: sampler × steps × η
 #
 # Pick a sampler and a number of steps; the explorer samples from one fixed x_T and shows the NFE and the
 # wall time. (It uses the package's default `leading` spacing, DDIM's original choice, so its pictures
@@ -504,14 +729,15 @@ plt.show()
 # static figure shows one setting, so the notebook reads well without a running kernel.
 
 # %%
-explorer = dc.widgets.sampler_explorer(model, s, x_T, samplers=("dpmpp_2m", "heun", "ddim", "euler", "ddpm"),
+explorer = dc.widgets.sampler_explorer(model, s, x_T, samplers=("dpmpp_2m", "unipc", "heun", "ddim", "euler", "ddpm",
+                                                                  "euler_ancestral", "dpmpp_2m_sde"),
                                        steps=explorer_steps, y=labels)
 fig = explorer.render()                           # the default setting; the widget starts there too (cached)
 plt.show()
 display(explorer.widget())
 
 # %% [markdown]
-# ## 9 · Skip-Tuning: a training-free tweak for few-step sampling
+# ## 10 · Skip-Tuning: a training-free tweak for few-step sampling
 #
 # A U-Net passes features from its encoder to its decoder through **skip connections**. Ma et al. (2024,
 # *The Surprising Effectiveness of Skip-Tuning in Diffusion Sampling*, arXiv:2402.15170) argue that with
@@ -625,13 +851,21 @@ else:
 # - **DDIM (η = 0) is Euler's method** on that ODE: first order, error ∝ 1/N.
 # - **Heun** (EDM Algorithm 1) adds a trapezoidal correction: second order at 2 NFE per step.
 #   **DPM-Solver++(2M)** (Lu et al. 2022b, Algorithm 2) integrates the linear part exactly and
-#   extrapolates the denoiser from the previous step: second order at 1 NFE per step.
+#   extrapolates the denoiser from the previous step: second order at 1 NFE per step. **UniPC** (Zhao et
+#   al. 2023) reuses the next step's network call as a corrector: third order, still 1 NFE per step.
+# - Multistep solvers must not extrapolate over a step much longer than the last: uniform-in-t grids end
+#   with one, and the package falls back to first order there (`dc.samplers.MAX_STEP_GROWTH`; the
+#   reference library does not, and leaves Gaussian data 24 % too wide at 20 leading steps).
 # - The **step schedule** matters as much as the solver: Karras' ρ = 7 schedule (EDM eq. 5) shrinks the
 #   steps smoothly toward the data and avoids the big last jump of uniform-in-t grids; with very few
 #   steps (5) on the course model, a uniform-in-t (trailing) grid looks better.
 # - Orders are **measured**, not assumed: on Gaussian data with a closed-form solution the log-log slopes
 #   are ≈ −1 (Euler/DDIM) and ≈ −2 (Heun, DPM-Solver++(2M)). At very few steps, asymptotic order is no
 #   guarantee: with few steps higher-order methods overshoot on multi-modal data (Heun most).
+# - The **SDE view**: the reverse SDE (Song et al. 2021, eq. 6) adds fresh noise; DDPM is its ancestral
+#   discretisation, and "Euler a" (`euler_ancestral`) is the same step in σ-space (= DDIM η = 1). SDE-DPM-
+#   Solver++(2M) is its second-order, exact-linear-part version. Fresh noise forgets a model's errors, which a
+#   deterministic solver carries to the end, but needs more steps to be resolved.
 # - **Skip-Tuning** scales the U-Net's skip connections at sampling time, without training. On the course
 #   model one factor for every skip hurts, sparing the full-resolution skips does not; judge any gain at
 #   a fixed NFE against the noise of the metric. "Stochastic Skip Connections" (arXiv:2406.01429 as
@@ -643,14 +877,18 @@ else:
 # ## References
 #
 # - Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole (2021). *Score-Based Generative Modeling through
-#   Stochastic Differential Equations.* ICLR. arXiv:2011.13456 — the probability-flow ODE, eq. 13.
+#   Stochastic Differential Equations.* ICLR. arXiv:2011.13456 — the forward and reverse SDEs, eqs. 5 and 6,
+#   the VP-SDE, eq. 11, the probability-flow ODE, eq. 13, solving the reverse SDE, §4.
 # - Song, Meng, Ermon (2021). *Denoising Diffusion Implicit Models.* ICLR. arXiv:2010.02502 — eq. 12.
 # - Karras, Aittala, Aila, Laine (2022). *Elucidating the Design Space of Diffusion-Based Generative
-#   Models.* NeurIPS. arXiv:2206.00364 — eqs. 1, 3, 4, 5 and Algorithm 1 (Heun).
+#   Models.* NeurIPS. arXiv:2206.00364 — eqs. 1, 3, 4, 5, 6 and Algorithms 1 (Heun) and 2 (stochastic).
 # - Lu, Zhou, Bao, Chen, Li, Zhu (2022a). *DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
 #   Sampling in Around 10 Steps.* NeurIPS. arXiv:2206.00927.
 # - Lu, Zhou, Bao, Chen, Li, Zhu (2022b). *DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
-#   Probabilistic Models.* arXiv:2211.01095 — Algorithm 2, DPM-Solver++(2M).
+#   Probabilistic Models.* arXiv:2211.01095 — Algorithm 2, DPM-Solver++(2M); SDE-DPM-Solver++(2M).
+# - Zhao, Bai, Rao, Zhou, Lu (2023). *UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
+#   Diffusion Models.* NeurIPS. arXiv:2302.04867.
+# - Ho, Jain, Abbeel (2020). *Denoising Diffusion Probabilistic Models.* NeurIPS. arXiv:2006.11239 — eq. 11.
 # - Ma, Xue, Hu, Wang, Liu, Li, Ma, Kawaguchi (2024). *The Surprising Effectiveness of Skip-Tuning in
 #   Diffusion Sampling.* ICML. arXiv:2402.15170.
 
