@@ -21,19 +21,38 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import PREDICTIONS, to_eps
+from .diffusion import PREDICTIONS, eps_to_x0, per_sample, to_eps, x0_to_eps
 from .schedule import Grid, NoiseSchedule
 
 VARIANCES = ("fixed_small", "fixed_large")
+X0_CLIPS = (None, "static", "dynamic")
+DYNAMIC_PERCENTILE = 0.995   # Imagen's p (Saharia et al. 2022, §2.3); diffusers' dynamic_thresholding_ratio
+
+
+def threshold_x0(x0: torch.Tensor, how: str | None) -> torch.Tensor:
+    """Keep the predicted clean image x̂_0 in the data range [−1, 1]:
+    "static": clip x̂_0 to [−1, 1] (the reference code of DDPM);
+    "dynamic": Imagen's dynamic thresholding (Saharia et al. 2022, §2.3): per sample, s = the p-th percentile
+      of |x̂_0| (p = 0.995), s ← max(s, 1), then x̂_0 ← clip(x̂_0, −s, s)/s, which pulls saturated pixels
+      inwards instead of flattening them; None: unchanged."""
+    if how is None:
+        return x0
+    if how == "static":
+        return x0.clamp(-1.0, 1.0)
+    flat = x0.reshape(len(x0), -1).abs().float()
+    s = torch.quantile(flat, DYNAMIC_PERCENTILE, dim=1).clamp(min=1.0).to(x0.dtype)
+    s = per_sample(s, x0)
+    return torch.maximum(torch.minimum(x0, s), -s) / s
 
 
 class EpsModel:
     """Wraps a user model once: broadcasts t, calls it (with classifier-free guidance when asked),
-    checks the output, converts x₀- or v-predictions to ε̂, counts NFE and remembers where values
-    stopped being finite. ``eps_model(x, i)`` is ε̂(x, t_i) at level i of ``grid``."""
+    checks the output, converts x₀- or v-predictions to ε̂, optionally clips or thresholds x̂_0 (and returns
+    the ε̂ that goes with the clipped x̂_0), counts NFE and remembers where values stopped being finite.
+    ``eps_model(x, i)`` is ε̂(x, t_i) at level i of ``grid``."""
 
     def __init__(self, model, grid: Grid, x_T: torch.Tensor, y=None, guidance_scale: float = 1.0,
-                 prediction: str = "eps"):
+                 prediction: str = "eps", x0_clip: str | None = None):
         if not callable(model):
             raise TypeError("model must be callable as model(x, t) or model(x, t, y), "
                             f"got {type(model).__name__}")
@@ -42,13 +61,15 @@ class EpsModel:
             raise TypeError(f"x_T must be a floating-point tensor, got {got}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if x0_clip not in X0_CLIPS:
+            raise ValueError(f"x0_clip must be one of {X0_CLIPS}, got {x0_clip!r}")
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) \
                 or not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got "
                              f"{guidance_scale!r}")
         _check_x_T(model, x_T)
         B = x_T.shape[0]
-        self.model, self.grid, self.prediction = model, grid, prediction
+        self.model, self.grid, self.prediction, self.x0_clip = model, grid, prediction, x0_clip
         self.scale = float(guidance_scale)         # the guidance scale s = 1 + w (w: Ho & Salimans' weight)
         # integer t for the integer grids; float t between them (karras), at least float32 so t stays exact
         t_dtype = torch.int64 if grid.discrete else torch.promote_types(x_T.dtype, torch.float32)
@@ -86,6 +107,9 @@ class EpsModel:
         eps = to_eps(out, x, self.ab[i], self.prediction)         # conversion is affine, so guide after it
         if guided:
             eps = eps[1] + self.scale * (eps[0] - eps[1])  # ε̃ = ε_∅ + s (ε_y − ε_∅), s = 1 + w (H&S eq. 6)
+        if self.x0_clip is not None:                   # clip x̂_0, then the ε̂ of the same x_t (DDIM eq. 9)
+            x0 = threshold_x0(eps_to_x0(x, eps, self.ab[i]), self.x0_clip)
+            eps = x0_to_eps(x, x0, self.ab[i])
         self.nfe += 2 if guided else 1
         self._sums.append((i, eps.sum()))           # NaN/inf survive a sum: one cheap pass, no device sync
         return eps
@@ -403,13 +427,14 @@ def _check_noise_differs(x_T: torch.Tensor, generator) -> None:
 def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", steps: int = 50,
            eta: float = 0.0, spacing: str = "leading", generator: torch.Generator | None = None,
            progress: bool = False, y=None, guidance_scale: float = 1.0, *, variance: str | None = None,
-           prediction: str = "eps", return_info: bool = False):
+           prediction: str = "eps", x0_clip: str | None = None, return_info: bool = False):
     """Draw samples from ``model`` starting at the noise ``x_T``.
 
     sampler: a name in SAMPLERS (ddpm, ddim, euler, heun, dpmpp_2m, euler_ancestral, dpmpp_2m_sde, unipc);
     spacing: "leading" | "trailing" | "linspace" | "karras";  eta (ddim only) ≥ 0;  variance (ddpm only):
     "fixed_small" (default) | "fixed_large";  prediction: what the model outputs, "eps" | "x0" | "v";
-    y, guidance_scale: class labels and classifier-free guidance (scale ≠ 1 needs ``model.null_label``).
+    y, guidance_scale: class labels and classifier-free guidance (scale ≠ 1 needs ``model.null_label``);
+    x0_clip: None | "static" (clip x̂_0 to [−1, 1]) | "dynamic" (Imagen's thresholding), see threshold_x0.
     Returns the sample (shape, dtype and device of x_T), or ``(sample, SampleInfo)`` if return_info.
     """
     grid = s.grid(steps, spacing)                                         # validates steps and spacing
@@ -419,7 +444,8 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
                         f"got {type(generator).__name__} {generator!r}")
     if generator is not None and (sampler in STOCHASTIC or opts.get("eta", 0) > 0):
         _check_noise_differs(x_T, generator)
-    eps_model = EpsModel(model, grid, x_T, y=y, guidance_scale=guidance_scale, prediction=prediction)
+    eps_model = EpsModel(model, grid, x_T, y=y, guidance_scale=guidance_scale, prediction=prediction,
+                         x0_clip=x0_clip)
     trajectory = []
     with torch.no_grad(), tqdm(total=len(grid), desc=sampler, disable=not progress) as bar:
 

@@ -223,3 +223,40 @@ def test_unipc_matches_unipcmultistep(s, steps):
     dpm = dc.sample(model, s, x, sampler="dpmpp_2m", steps=steps, spacing="trailing")
     if steps > 2:                                                # the corrector changes the result
         assert (ours[0] - dpm).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("x0_clip", ["static", "dynamic"])
+def test_x0_clipping_matches_ddpmscheduler(s, x0_clip):
+    """DDPMScheduler(clip_sample=True) clips x̂_0 before its posterior mean; thresholding=True is Imagen's
+    dynamic thresholding (p = 0.995; sample_max_value raised so that s is not capped at 1, as in Imagen).
+    The model is scaled up so that x̂_0 leaves [−1, 1] and the clipping matters."""
+    model, x = FixedConvNet(), noise()
+    big = lambda x, t: 3.0 * model(x, t)                                       # noqa: E731
+    kw = dict(clip_sample=True) if x0_clip == "static" else \
+        dict(clip_sample=False, thresholding=True, dynamic_thresholding_ratio=0.995, sample_max_value=1e6)
+    sched = float64_tables(diffusers.DDPMScheduler(**BASE, variance_type="fixed_small", steps_offset=0,
+                                                   timestep_spacing="leading", **kw), s)
+    sched.set_timesteps(20)
+    theirs = run_diffusers(sched, big, x, generator=torch.Generator().manual_seed(5))
+    ours = run_ours(big, s, x, sampler="ddpm", steps=20, generator=torch.Generator().manual_seed(5),
+                    x0_clip=x0_clip)
+    assert_step_for_step(ours, theirs, rtol=1e-6, atol=1e-6)
+    plain = dc.sample(big, s, x, sampler="ddpm", steps=20, generator=torch.Generator().manual_seed(5))
+    assert (plain - ours[0]).abs().max() > 1e-3                                # the clipping did something
+
+
+def test_x0_clipping_matches_ddimscheduler_with_the_clipped_eps(s):
+    """DDIMScheduler(clip_sample=True) with use_clipped_model_output=True: the ε̂ of the direction term is
+    recomputed from the clipped x̂_0, as ours always is (diffusers' default keeps the unclipped ε̂)."""
+    model, x = FixedConvNet(), noise()
+    big = lambda x, t: 3.0 * model(x, t)                                       # noqa: E731
+    sched = float64_tables(diffusers.DDIMScheduler(**BASE, clip_sample=True, set_alpha_to_one=True,
+                                                   steps_offset=0, timestep_spacing="leading"), s)
+    sched.set_timesteps(10)
+    states, xs = [], x
+    for t in sched.timesteps:
+        states.append(xs)
+        xs = sched.step(big(xs, t.expand(len(xs))), t, xs, use_clipped_model_output=True).prev_sample
+    ours = run_ours(big, s, x, sampler="ddim", steps=10, x0_clip="static")
+    assert_step_for_step(ours, (xs, states), rtol=1e-8, atol=1e-8)
+    assert (dc.sample(big, s, x, sampler="ddim", steps=10) - ours[0]).abs().max() > 1e-3

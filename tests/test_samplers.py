@@ -387,3 +387,31 @@ def test_multistep_solvers_do_not_extrapolate_over_the_final_jump(s, monkeypatch
         a = dc.sample(gauss, s, xT[:64], sampler=sampler, steps=steps, spacing="karras", generator=g())
         b = dc.sample(gauss, s, xT[:64], sampler="always2", steps=steps, spacing="karras", generator=g())
         assert torch.equal(a, b), steps
+
+
+def test_threshold_x0_static_and_dynamic():
+    g = torch.Generator().manual_seed(0)
+    inside = torch.rand(3, 1, 16, 16, generator=g) * 1.8 - 0.9                # already in [−0.9, 0.9]
+    wild = torch.randn(3, 1, 16, 16, generator=g) * 3
+    for how in ("static", "dynamic"):
+        assert torch.equal(samplers.threshold_x0(inside, how), inside)        # nothing to clip: unchanged
+        out = samplers.threshold_x0(wild, how)
+        assert out.abs().max() <= 1 + 1e-6 and out.shape == wild.shape
+    static, dynamic = samplers.threshold_x0(wild, "static"), samplers.threshold_x0(wild, "dynamic")
+    assert (static.abs() == 1).float().mean() > 0.3                           # clipping flattens many pixels
+    assert (dynamic.abs() > 0.999).float().mean() < 0.05                      # thresholding rescales instead
+    s0 = torch.quantile(wild[0].abs().flatten(), samplers.DYNAMIC_PERCENTILE)
+    assert torch.allclose(dynamic[0], wild[0].clamp(-s0, s0) / s0)            # per sample: its own s
+    assert samplers.threshold_x0(wild, None) is wild
+
+
+def test_x0_clip_keeps_every_predicted_x0_in_range(s, gauss):
+    wide = GaussianOracle(s, mean=0.0, std=3.0)                               # data far outside [−1, 1]
+    xT = x_T(64, shape=(1, 2, 2))
+    for how in ("static", "dynamic"):
+        for sampler in ("ddim", "dpmpp_2m", "heun", "unipc"):
+            x0, info = dc.sample(wide, s, xT, sampler=sampler, steps=8, x0_clip=how, return_info=True)
+            assert all(d.abs().max() <= 1 + 1e-9 for _, d in info.trajectory), (how, sampler)
+            assert x0.abs().max() <= 1 + 1e-9
+    with pytest.raises(ValueError, match="x0_clip must be one of"):
+        dc.sample(gauss, s, xT, x0_clip="clip")

@@ -37,3 +37,15 @@ def test_welcome_has_a_parameters_cell_a_device_check_an_exercise_with_its_check
     assert len(exercises) == 1
     after = source.cells[exercises[0].index + 1]
     assert "dc.checks.snr(snr)" in _text([after])
+
+
+def test_the_welcome_table_counts_every_exercise():
+    """Notebook 00 says how many exercises the course has; it must be the number of exercise cells."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    stated = int(re.search(r"(\d+) exercises in all", (root / "solutions" / "00_welcome.py").read_text())[1])
+    notebooks = (root / "solutions").glob("[0-9][0-9]_*.py")
+    cells = sum(p.read_text().count('tags=["exercise"]') for p in notebooks)
+    assert stated == cells
