@@ -11,7 +11,7 @@ Part 1, the exact Gaussian oracle (data N(0.3, 0.5²), 20,000 points in float64)
 (truth 0.50) and, for the ODE solvers, the RMS distance to the exact probability-flow endpoint of each x_T.
 Part 2, the course model (shipped ``mnist``, unconditional, n = 1,000, one x_T per sample as in
 quality_vs_nfe.py): FID and KID of DPM-Solver++(2M) and UniPC at 10 and 20 leading steps under both rules.
-Cells are cached in benchmarks/results/cache/ (resumable).
+Cells are cached in benchmarks/results/cache/final_steps/ (resumable).
 
 Run:  .venv/bin/python benchmarks/final_steps.py [--n 1000] [--part oracle|model|both]
       (oracle ≈ 1 CPU minute; model ≈ 15 CPU minutes for the 8 cells)
@@ -37,6 +37,8 @@ from ddpm_course.toy import GaussianOracle
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import quality_vs_nfe as Q  # noqa: E402
+
+Q.CACHE = Q.RESULTS / "cache" / "final_steps"      # its own cells: not rows of the quality-vs-NFE report
 
 RULES = {"course (h ≤ 2 h_prev)": samplers.MAX_STEP_GROWTH, "diffusers (always)": math.inf}
 ODE = ("dpmpp_2m", "unipc")

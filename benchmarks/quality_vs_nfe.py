@@ -64,10 +64,15 @@ class Cell:
     n: int = 1000
     seed: int = 0
     kind: str = "uncond"         # "uncond" (null label) or "cond" (labels 0..9 in turn, guidance 1)
+    x0_clip: str | None = None   # dc.sample's x0_clip (benchmarks/x0_clipping.py); None in this study
 
     @property
     def label(self) -> str:
         """The sampler setting, without n and seed (one row of a table)."""
+        return self._label + (f" x0_clip={self.x0_clip}" if self.x0_clip else "")
+
+    @property
+    def _label(self) -> str:
         if self.sampler == "ddim":
             return f"ddim η={self.eta:g}" + ("" if self.spacing == "leading" else f" [{self.spacing}]")
         if self.sampler == "ddpm":
@@ -80,7 +85,8 @@ class Cell:
         """File-name-safe id, also what --cells patterns match, e.g. ddim_eta0_leading_S10_n1000_seed0."""
         var = f"_{self.variance}" if self.variance else ""
         pre = "cond_" if self.kind == "cond" else ""
-        return (f"{pre}{self.sampler}_eta{self.eta:g}{var}_{self.spacing}_S{self.steps}_n{self.n}"
+        clip = f"_clip{self.x0_clip}" if self.x0_clip else ""
+        return (f"{pre}{self.sampler}_eta{self.eta:g}{var}_{self.spacing}{clip}_S{self.steps}_n{self.n}"
                 f"_seed{self.seed}")
 
     @property
@@ -194,7 +200,7 @@ def generate(model, s, cell: Cell, sha: str, device, progress: bool = True) -> t
         with metrics.Timer() as t:
             x, info = dc.sample(model, s, x_T, sampler=cell.sampler, steps=cell.steps, eta=cell.eta,
                                 spacing=cell.spacing, generator=g, y=y, variance=cell.variance,
-                                return_info=True)
+                                x0_clip=cell.x0_clip, return_info=True)
         x = x.cpu()
         done = {"images": torch.cat([done["images"], to_uint8(x)]), "seconds": done["seconds"] + t.seconds,
                 "cpu_seconds": done.get("cpu_seconds", 0.0) + time.process_time() - cpu0,
