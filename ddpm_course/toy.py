@@ -173,6 +173,21 @@ class MixtureOracle:
         xs = x * (1 + sig**2).sqrt()
         return (xs - self.denoise(xs, sigma, y)) / sig
 
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log p_t(x_t) of the noisy data at timesteps t (B,), in the VP scale the model sees: x_t =
+        √ᾱ x_0 + √(1 − ᾱ) ε is a mixture of N(√ᾱ μ_k, (ᾱ s_k² + 1 − ᾱ) I). Shape (B,), float64. Independent
+        of the denoiser, so ∇ log p_t (by autograd or finite differences) checks the identity
+        ∇ log p_t(x_t) = −ε̂(x_t, t)/√(1 − ᾱ_t) (notebook 03, §5)."""
+        sig = _sigma(self.s, t).to(torch.float64)
+        ab = (1 / (1 + sig**2)).to(x.device)[:, None]                                        # (B, 1)
+        flat = x.to(torch.float64).reshape(len(x), 1, -1)                                    # (B, 1, d)
+        d = flat.shape[-1]
+        mu = self.means.to(x.device).reshape(1, len(self.means), -1) * ab.sqrt()[..., None]  # (B, K, d)
+        var = ab * self.stds.to(x.device)[None] ** 2 + 1 - ab                                # (B, K)
+        logp = (self.weights.to(x.device).log()[None] - 0.5 * d * torch.log(2 * math.pi * var)
+                - (flat - mu).pow(2).sum(-1) / (2 * var))
+        return torch.logsumexp(logp, dim=1)
+
     def spread(self, x: torch.Tensor) -> float:
         """RMS distance per coordinate from each sample to its nearest mixture mean: the components' std
         when a sampler draws the mixture exactly (0.1 for eight_gaussians), larger when samples smear out

@@ -23,9 +23,12 @@
 # - write one step of **ancestral sampling** (Algorithm 2) and run the whole sampler yourself, first
 #   on 2-D toy data with an *exact* denoiser (no training, no model error), then on MNIST with the
 #   course's trained U-Net;
-# - watch trajectories: x_t and the model's running guess x̂_0 of the final image.
+# - watch trajectories: x_t and the model's running guess x̂_0 of the final image;
+# - see what ε̂ is: the **score** ∇ log p_t up to a factor, and x̂_0 is the posterior mean E[x_0 | x_t]
+#   (**Tweedie's formula**), both checked numerically on data whose density is known.
 #
-# **Exercises:** 3.1 the posterior mean and variance · 3.2 one reverse step x_t → x_{t−1}.
+# **Exercises:** 3.1 the posterior mean and variance · 3.2 one reverse step x_t → x_{t−1} · 3.3 the score by
+# finite differences.
 #
 # **Prerequisites:** notebook 01 (the forward process, ᾱ_t, `q_sample`) and notebook 02 (a network
 # ε_θ(x_t, t) trained to predict the noise). Gaussians: products of Gaussian densities are Gaussian.
@@ -350,8 +353,125 @@ plt.show()
 # far too much noise that the remaining steps cannot remove, and β̃_t does much better — but neither is
 # right at 10 steps. DDIM's Table 1 makes the same point on CIFAR-10 (the "σ̂" row: FID 367 at 10
 # steps); notebook 04 fixes it.
+
+# %% [markdown]
+# ## 5 · What ε̂ is: the score and Tweedie's formula
 #
-# ## 5 · MNIST with the course's trained model
+# The exact denoiser of §4 returns ε̂(x_t, t) = E[ε | x_t]: the noise that is *on average* in x_t. Two
+# identities say why this is the right thing to learn; notebooks 05 (the probability-flow ODE) and 08
+# (guidance from Bayes' rule) rest on both.
+#
+# **The score.** The noisy data have the density p_t(x_t) = ∫ q(x_t | x_0) p(x_0) dx_0, a blur of the data
+# by the Gaussian q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) (DDPM eq. 4). Differentiate under the integral:
+#
+# $$\nabla_{x_t}\log p_t(x_t) = \mathbb E\big[\nabla_{x_t}\log q(x_t\mid x_0)\,\big|\,x_t\big]
+#   = \mathbb E\Big[-\frac{x_t - \sqrt{\bar\alpha_t}\,x_0}{1-\bar\alpha_t}\,\Big|\,x_t\Big]
+#   = -\frac{\mathbb E[\varepsilon\mid x_t]}{\sqrt{1-\bar\alpha_t}} .$$
+#
+# A network trained with the simple loss (eq. 14) is a least-squares regression of ε on (x_t, t), and least
+# squares learns the conditional mean E[ε | x_t]. So
+#
+# $$\nabla_{x_t}\log p_t(x_t) \approx -\frac{\hat\varepsilon_\theta(x_t, t)}{\sqrt{1-\bar\alpha_t}} :$$
+#
+# predicting the noise *is* estimating the score, up to a known factor (DDPM §3.2 draws the link to denoising
+# score matching, Vincent 2011; Song et al. 2021 build on it). The minus sign says the score points away
+# from the noise: towards where the data are dense.
+#
+# **Tweedie's formula** (Robbins 1956; Efron 2011) is the same identity solved for the clean image: for
+# Gaussian noise the posterior mean of x_0 is
+#
+# $$\mathbb E[x_0\mid x_t] = \frac{x_t + (1-\bar\alpha_t)\,\nabla_{x_t}\log p_t(x_t)}{\sqrt{\bar\alpha_t}}
+#   = \frac{x_t - \sqrt{1-\bar\alpha_t}\;\mathbb E[\varepsilon\mid x_t]}{\sqrt{\bar\alpha_t}} .$$
+#
+# With ε̂ in place of E[ε | x_t] that is eq. 15 of §1, the guess x̂_0 every sampler in the course computes:
+# x̂_0 is the *posterior mean* of the clean image, the average over every x_0 that could have produced x_t.
+# (That is why x̂_0 is blurry at large t: an average of many digits.)
+#
+# **Checking it.** `dc.toy.MixtureOracle.log_prob(x, t)` computes log p_t(x_t) of the eight Gaussians
+# directly: p_t is again a Gaussian mixture, with components N(√ᾱ μ_k, (ᾱ s_k² + 1 − ᾱ) I). It never touches
+# ε̂, so we can differentiate it numerically and compare.
+#
+# ### Exercise 3.3 — the score by finite differences
+#
+# Write `score_fd(log_p, x, h)`: `log_p` maps points x of shape (B, d) to log-densities (B,); return the
+# gradient (B, d) by central differences, column j being (log p(x + h e_j) − log p(x − h e_j))/(2h) with
+# e_j the j-th unit vector. (One-sided differences are only accurate to O(h); central ones to O(h²).)
+
+# %% tags=["exercise"]
+def score_fd(log_p, x, h):
+    """∇ log p at the points x (B, d) by central finite differences with step h."""
+    ### BEGIN SOLUTION
+    grad = torch.empty_like(x)
+    for j in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, j] = h                                    # h e_j
+        grad[:, j] = (log_p(x + e) - log_p(x - e)) / (2 * h)
+    return grad
+    ### END SOLUTION
+
+
+# %%
+score_fd = dc.checks.score_fd(score_fd)
+
+# %% [markdown]
+# Now the identity, at three noise levels: the finite-difference score of log p_t against −ε̂/√(1 − ᾱ_t)
+# from the oracle, at points spread over the plane.
+
+# %%
+x_probe = 2.0 * torch.randn(200, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+for t in (50, 300, 700):
+    t_batch = torch.full((len(x_probe),), t)
+    fd = score_fd(lambda z, tb=t_batch: oracle.log_prob(z, tb), x_probe, 1e-5)
+    from_eps = -oracle(x_probe, t_batch) / math.sqrt(1 - float(s.alpha_bars[t]))
+    print(f"t = {t:3d}: max |finite-difference score − (−ε̂/√(1 − ᾱ))| = {(fd - from_eps).abs().max().item():.1e}"
+          f"   (the score's typical size: {fd.norm(dim=1).median().item():.2f})")
+
+# %% [markdown]
+# Agreement to ~10⁻⁸ is the O(h²) error of the differences (and float64 rounding): the two are the same
+# function. Tweedie's formula can be checked without any formula at all, by Monte Carlo: draw many clean
+# points x_0 from the data, weigh each by how likely it is to have produced a given x_t, w ∝ q(x_t | x_0),
+# and average. That weighted average is E[x_0 | x_t] by Bayes' rule; compare it with x̂_0 from ε̂.
+
+# %%
+t_mc = 400
+ab_mc = float(s.alpha_bars[t_mc])
+x0_data = oracle.sample(n_mc // 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64)[0]
+x_query = x_probe[:8]
+log_w = -(x_query[:, None] - math.sqrt(ab_mc) * x0_data[None]).pow(2).sum(-1) / (2 * (1 - ab_mc))  # log q(x_t|x_0)
+w = torch.softmax(log_w, dim=1)                                     # Bayes: p(x_0 | x_t) on the draws
+posterior_mean = w @ x0_data
+x0_tweedie = dc.diffusion.eps_to_x0(x_query, oracle(x_query, torch.full((8,), t_mc)), ab_mc)
+print(f"t = {t_mc}, {len(x0_data):,} draws: max |Monte-Carlo E[x_0 | x_t] − x̂_0 from ε̂| = "
+      f"{(posterior_mean - x0_tweedie).abs().max().item():.3f} (sampling error of a weighted average)")
+
+# %% [markdown]
+# The score as a picture: arrows of −ε̂/√(1 − ᾱ_t) (scaled to a common length per panel) over samples of the
+# noisy data p_t (green), in the same window of x_t for every t. At large t the noise hides the modes, p_t is
+# one broad blob close to N(0, I) and the score points to its centre; as t falls the blob splits and the
+# arrows point to the nearest mode. Sampling follows these arrows (plus noise) from left to right.
+
+# %%
+u = torch.linspace(-2.5, 2.5, 17, dtype=torch.float64)
+grid_pts = torch.stack(torch.meshgrid(u, u, indexing="xy"), -1).reshape(-1, 2)
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+for ax, t in zip(axes, (800, 150, 30), strict=True):
+    ab_t = float(s.alpha_bars[t])
+    score = -oracle(grid_pts, torch.full((len(grid_pts),), t)) / math.sqrt(1 - ab_t)
+    arrows = score / score.norm(dim=1).max()
+    noise = torch.randn(data.shape, generator=torch.Generator().manual_seed(t), dtype=torch.float64)
+    noisy = dc.diffusion.q_sample(data.double(), torch.full((len(data),), t), noise, s)   # samples of p_t
+    ax.scatter(*noisy.T, s=1, alpha=0.3, color="C2")
+    ax.quiver(grid_pts[:, 0], grid_pts[:, 1], arrows[:, 0], arrows[:, 1], angles="xy", color="C0", width=0.004)
+    ax.set(xlim=(-2.7, 2.7), ylim=(-2.7, 2.7))
+    ax.set_title(f"t = {t}: score of p_t (ᾱ = {ab_t:.3f})", fontsize=10)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6 · MNIST with the course's trained model
 #
 # `dc.load_pretrained("mnist")` returns the U-Net trained in notebook 02's recipe (shipped with the
 # package, no download) and its noise schedule. The model is class-conditional — `model(x, t, y)` with a
@@ -429,6 +549,8 @@ else:
 #   β̃ for point data, β for N(0, I) data). They differ only at small t — unless you take big steps.
 # - With an exact denoiser, 1000 DDPM steps reproduce the data distribution; with 10–20 steps the
 #   ancestral sampler is visibly wrong. A trained U-Net behaves the same way on MNIST.
+# - ε̂ estimates the **score**: ∇ log p_t(x_t) = −E[ε | x_t]/√(1 − ᾱ_t), and x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t
+#   is the posterior mean E[x_0 | x_t] (**Tweedie's formula**). Notebooks 05 and 08 build on both.
 #
 # **Next:** notebook 04 (DDIM) keeps the same trained model but changes the sampler: a family of
 # processes with the same marginals, from DDPM-like (η = 1) to deterministic (η = 0), that works with
@@ -437,4 +559,6 @@ else:
 # **Read more:** Ho, Jain & Abbeel, *Denoising Diffusion Probabilistic Models* (NeurIPS 2020), §2–3.2,
 # eq. 6–7, 11, 15 and Algorithm 2 · Nichol & Dhariwal, *Improved Denoising Diffusion Probabilistic
 # Models* (ICML 2021), §3.1 on learning the variance · Sohl-Dickstein et al., *Deep Unsupervised Learning
-# using Nonequilibrium Thermodynamics* (ICML 2015), where the reverse process was introduced.
+# using Nonequilibrium Thermodynamics* (ICML 2015), where the reverse process was introduced · Vincent,
+# *A Connection Between Score Matching and Denoising Autoencoders* (Neural Computation 2011) · Efron,
+# *Tweedie's Formula and Selection Bias* (JASA 2011), after Robbins (1956).

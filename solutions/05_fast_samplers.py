@@ -92,7 +92,7 @@ s = dc.NoiseSchedule.linear()                     # the schedule of the course m
 # Brownian motion). DDPM's chain is the discretisation of their *variance-preserving* SDE (**eq. 11**):
 # f(x, t) = −½ β(t) x and g(t) = √β(t), with β(t) the continuous-time version of β_t (β(t/T) ≈ T β_t).
 # Start the ODE from noise x_T and integrate down to t = 0 with any ODE solver: you get a sample. The score
-# ∇ log p_t is what the network gives us, through ε̂ (notebook 02, §1: ∇ log p_t(x_t) = −ε̂/√(1 − ᾱ_t)).
+# ∇ log p_t is what the network gives us, through ε̂ (notebook 03, §5: ∇ log p_t(x_t) = −ε̂/√(1 − ᾱ_t)).
 #
 # **σ-space.** The ODE becomes strikingly simple after a change of variables. Divide the state by √ᾱ:
 #

@@ -118,7 +118,7 @@ print(f"dropped: {(dropped == model.null_label).sum().item()} of {len(batch)} "
 # %% [markdown]
 # ## 2 · Guidance from Bayes' rule
 #
-# Notebook 02 (§1) related the noise prediction to the **score** of the noisy data distribution:
+# Notebook 03 (§5) related the noise prediction to the **score** of the noisy data distribution:
 # ∇ log p_t(x_t) = −ε̂(x_t, t)/√(1 − ᾱ_t). Bayes' rule, p(x_t | y) = p(y | x_t) p(x_t)/p(y), splits the
 # conditional score into the unconditional one plus a classifier's gradient (p(y) does not depend on x_t):
 #

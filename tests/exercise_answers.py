@@ -93,6 +93,14 @@ def eps_to_x0_mine(x_t, eps, ab):
     return (x_t - (1 - _ab(ab, x_t)).sqrt() * eps) / _ab(ab, x_t).sqrt()
 
 
+def score_fd_stacked(log_p, x, h):               # all 2d shifted copies in one batch, then split
+    d = x.shape[1]
+    e = h * torch.eye(d, dtype=x.dtype)
+    plus = log_p((x[:, None] + e[None]).reshape(-1, d)).reshape(len(x), d)
+    minus = log_p((x[:, None] - e[None]).reshape(-1, d)).reshape(len(x), d)
+    return (plus - minus) / (2 * h)
+
+
 # --- notebook 04 --------------------------------------------------------------------------------------------
 def ddim_step_mine(x_t, eps, ab_t, ab_prev, eta, z):
     x0 = (x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
@@ -210,6 +218,7 @@ INDEPENDENT = {
     "posterior_mean_variance": (posterior,),
     "ddpm_step": (ddpm_step_eq11, ddpm_step_float32_tables),
     "eps_to_x0": (eps_to_x0_mine,),
+    "score_fd": (score_fd_stacked,),
     "ddim_step": (ddim_step_mine,),
     "slerp": (slerp_mine,),
     "heun_step": (heun_karras,),

@@ -19,7 +19,7 @@ IN_NOTEBOOK_ORDER = [
     "snr",                                                                          # 00
     "alpha_bars", "q_sample", "log_snr",                                            # 01
     "simple_loss", "timestep_embedding",                                            # 02
-    "posterior_mean_variance", "ddpm_step", "eps_to_x0",                            # 03
+    "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd",                # 03
     "ddim_step", "slerp",                                                           # 04
     "heun_step", "dpmpp_2m_update", "euler_ancestral_step",                         # 05
     "frechet_distance", "mmd2_unbiased",                                            # 06

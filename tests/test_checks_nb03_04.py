@@ -95,6 +95,50 @@ def test_ddpm_step_rejects_an_unknown_variance():
         checks.ddpm_step.reference(x, x, torch.tensor([1, 2]), dc.NoiseSchedule.linear(10), x, "large")
 
 
+def _fd_forward(log_p, x, h):                        # one-sided difference: error O(h), not O(h²)
+    grad = torch.empty_like(x)
+    for j in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, j] = h
+        grad[:, j] = (log_p(x + e) - log_p(x)) / h
+    return grad
+
+
+def _fd_no_two(log_p, x, h):                          # central difference divided by h instead of 2h
+    grad = torch.empty_like(x)
+    for j in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, j] = h
+        grad[:, j] = (log_p(x + e) - log_p(x - e)) / h
+    return grad
+
+
+def _fd_all_at_once(log_p, x, h):                     # shifts every coordinate together: a directional one
+    d = (log_p(x + h) - log_p(x - h)) / (2 * h)
+    return d[:, None].expand_as(x).clone()
+
+
+def test_score_fd_mistakes_are_caught():
+    _raises(checks.score_fd, _fd_no_two, "log N(x; 0.5, 0.7²)", "off by a constant factor (got = 2")
+    _raises(checks.score_fd, _fd_all_at_once, "log N(x; 0.5, 0.7²)", "wrong value at index")
+    _raises(checks.score_fd, _fd_forward, "log N(x; 0.5, 0.7²)", "wrong value at index")   # O(h) error
+
+
+def test_score_fd_reference_matches_autograd_and_the_eps_identity(s):
+    """The check's reference is a gradient: it agrees with autograd on the mixture's log p_t, and both
+    equal −ε̂/√(1 − ᾱ_t) from the oracle (the identity notebook 03 §5 teaches)."""
+    mix = dc.toy.MixtureOracle.eight_gaussians(s)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in (5, 250, 900):
+        tt = torch.full((6,), t)
+        fd = checks.score_fd.reference(lambda z, tt=tt: mix.log_prob(z, tt), x, 1e-5)
+        xg = x.clone().requires_grad_(True)
+        (auto,) = torch.autograd.grad(mix.log_prob(xg, tt).sum(), xg)
+        eps_score = -mix(x, tt) / math.sqrt(1 - float(s.alpha_bars[t]))
+        assert torch.allclose(fd, auto, rtol=1e-6, atol=1e-6), t
+        assert torch.allclose(auto, eps_score, rtol=1e-9, atol=1e-9), t
+
+
 def test_ddpm_step_reference_is_the_package_sampler_step():
     """Stepping with the reference reproduces dc.samplers.ddpm_sample on the full grid, noise and all."""
     s = dc.NoiseSchedule.linear(40, beta_start=1e-3, beta_end=0.2)

@@ -1,12 +1,16 @@
-"""Checks of notebook 03 (DDPM sampling): posterior_mean_variance, ddpm_step, and eps_to_x0 (x̂_0 from ε̂,
-DDPM eq. 15, which ddpm_step builds on; no notebook calls this check yet)."""
+"""Checks of notebook 03 (DDPM sampling): posterior_mean_variance, ddpm_step, eps_to_x0 (x̂_0 from ε̂,
+DDPM eq. 15, which ddpm_step builds on; no notebook calls this check yet) and score_fd (the score by central
+finite differences, which §5 compares with −ε̂/√(1 − ᾱ))."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from .. import diffusion
 from ..schedule import NoiseSchedule
+from ..toy import MixtureOracle
 from .framework import Case, Check, _gen, _randint, _randn, _t, case, exact
 
 
@@ -80,6 +84,57 @@ def _eps_to_x0_cases() -> list[Case]:
     ]
 
 
+def _score_fd_reference(log_p, x: torch.Tensor, h: float) -> torch.Tensor:
+    """∇ log p at the points x (B, d) by central differences, one coordinate at a time:
+        ∂_j log p(x) ≈ (log p(x + h e_j) − log p(x − h e_j)) / (2h)      (error O(h²));
+    log_p maps (B, d) to (B,)."""
+    grad = torch.empty_like(x)
+    for j in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, j] = h
+        grad[:, j] = (log_p(x + e) - log_p(x - e)) / (2 * h)
+    return grad
+
+
+class _LogDensity:
+    """log p of a known distribution as a learner's score_fd receives it: a function (B, d) -> (B,)."""
+
+    def __init__(self, fn, label: str):
+        self.fn, self.label = fn, label
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            raise TypeError(f"{self.label} takes a tensor of points (B, d), got "
+                            f"{getattr(x, 'shape', type(x).__name__)}")
+        return self.fn(x)
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+def _score_fd_cases() -> list[Case]:
+    g, lin = _gen(31), NoiseSchedule.linear(1000)
+    mix = MixtureOracle.eight_gaussians(lin)
+    three = MixtureOracle(lin, means=[[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], stds=[0.3, 0.5])
+
+    def gauss_logp(x):                                              # N(0.5, 0.7²) per coordinate
+        return (-0.5 * ((x - 0.5) / 0.7) ** 2).sum(1) - x.shape[1] * math.log(0.7 * math.sqrt(2 * math.pi))
+
+    def at(m, t, label):
+        return _LogDensity(lambda x: m.log_prob(x, torch.full((len(x),), t)), label)
+
+    return [
+        case("log N(x; 0.5, 0.7²), float64 points (6,2), h = 1e-4",
+             _LogDensity(gauss_logp, "log N(0.5, 0.7²)"), 2 * _randn(g, 6, 2).double(), 1e-4),
+        case("eight Gaussians, log p_t at t = 100, float64 points (5,2), h = 1e-5",
+             at(mix, 100, "log p_t, eight Gaussians, t = 100"), 1.5 * _randn(g, 5, 2).double(), 1e-5),
+        case("eight Gaussians, log p_t at t = 600, float64 points (5,2), a coarse h = 0.05",
+             at(mix, 600, "log p_t, eight Gaussians, t = 600"), _randn(g, 5, 2).double(), 0.05),
+        case("a 2-component mixture in 3-D, t = 300, float64 points (4,3), h = 1e-4",
+             at(three, 300, "log p_t, 3-D mixture, t = 300"), _randn(g, 4, 3).double(), 1e-4),
+    ]
+
+
 posterior_mean_variance = Check(
     "posterior_mean_variance", exact(diffusion.posterior_mean_variance), _posterior_cases,
     outputs=("mean", "variance"), post=_expand_variance,
@@ -91,4 +146,9 @@ eps_to_x0 = Check("eps_to_x0", exact(diffusion.eps_to_x0), _eps_to_x0_cases,
                   doc="eps_to_x0(x_t, eps, ab) -> (x_t - sqrt(1 - ab) eps) / sqrt(ab) (DDIM eq. 9).")
 
 
-CHECKS = (posterior_mean_variance, ddpm_step, eps_to_x0)   # in notebook order: ddpm_course.checks.ALL
+score_fd = Check("score_fd", exact(_score_fd_reference), _score_fd_cases,
+                 doc="score_fd(log_p, x, h) -> (B, d): column j is (log_p(x + h e_j) - log_p(x - h e_j)) "
+                     "/ (2h), e_j the j-th unit vector (central differences); log_p maps (B, d) to (B,).")
+
+
+CHECKS = (posterior_mean_variance, ddpm_step, eps_to_x0, score_fd)   # in notebook order: checks.ALL
