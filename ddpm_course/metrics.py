@@ -158,6 +158,41 @@ def classify(images: torch.Tensor, ref: str = "mnist", batch_size: int = 500) ->
     return torch.cat([net(b.float()).argmax(1) for b in images.split(batch_size)]).long()
 
 
+@torch.no_grad()
+def class_probabilities(images: torch.Tensor, ref: str = "mnist", batch_size: int = 500) -> torch.Tensor:
+    """p(y | x) of the domain classifier for each image (softmax of its logits), float64 (N, classes)."""
+    images = _check_images(images, ref)
+    net = classifier(ref, images.device)
+    return torch.cat([net(b.float()).double().softmax(1) for b in images.split(batch_size)]).cpu()
+
+
+class InceptionScore(NamedTuple):
+    mean: float
+    std: float
+
+
+def inception_score_from_probs(p_yx: torch.Tensor) -> float:
+    """IS = exp(E_x KL(p(y | x) ‖ p(y))) with p(y) = the mean of p(y | x) over the images (Salimans et al.
+    2016, §4); 0 · log 0 counts as 0. Between 1 (every image the same spread over classes, or p(y | x) = p(y))
+    and the number of classes (each image one class for sure, and every class equally often)."""
+    p_y = p_yx.mean(0, keepdim=True)
+    kl = (torch.xlogy(p_yx, p_yx) - torch.xlogy(p_yx, p_y.expand_as(p_yx))).sum(1)
+    return float(kl.mean().exp())
+
+
+def inception_score(images: torch.Tensor, ref: str = "mnist", splits: int = 10) -> InceptionScore:
+    """The Inception Score with the course's digit classifier in place of Inception (so 1 ≤ IS ≤ 10 on
+    MNIST): high when each sample is confidently one digit *and* the digits are varied. It never looks at
+    real images, so it cannot tell a model that copies one good digit per class from the data; FID can.
+    As usual, the mean ± std over ``splits`` equal chunks of the images."""
+    if not isinstance(splits, int) or isinstance(splits, bool) or splits < 1:
+        raise ValueError(f"splits must be a positive integer, got {splits!r}")
+    images = _check_images(images, ref, min_n=splits)
+    p = class_probabilities(images, ref)
+    scores = torch.tensor([inception_score_from_probs(c) for c in p.chunk(splits)], dtype=torch.float64)
+    return InceptionScore(float(scores.mean()), float(scores.std()) if splits > 1 else 0.0)
+
+
 def accuracy(images: torch.Tensor, labels: torch.Tensor, ref: str = "mnist") -> float:
     """Fraction of images the classifier labels as ``labels`` (e.g. the digits that conditional samples
     were asked for)."""
@@ -377,6 +412,11 @@ def real_baseline(n: int = 1000, ref: str = "mnist", seed: int = 0) -> float:
     """FID of n real digits from the *train* split against the *test* reference: the best score a
     perfect generator of n samples can expect (it is not 0: finite n, and the splits differ)."""
     return fid(_baseline_images(n, ref, seed), ref)
+
+
+def real_baseline_is(n: int = 1000, ref: str = "mnist", seed: int = 0, splits: int = 10) -> InceptionScore:
+    """Inception Score of n real train-split digits: what a generator of perfect digits scores."""
+    return inception_score(_baseline_images(n, ref, seed), ref, splits=splits)
 
 
 def real_baseline_kid(n: int = 1000, ref: str = "mnist", seed: int = 0, subsets: int = 100) -> KID:

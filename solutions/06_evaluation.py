@@ -23,11 +23,13 @@
 # - write the Fréchet distance between two Gaussians (FID) and the unbiased MMD² behind KID, and check
 #   them against `dc.metrics`;
 # - measure the **real-vs-real floor**: the FID of real digits, which is not 0 and depends on n;
+# - compute the **Inception Score** with the digit classifier and see what it cannot see;
 # - read the committed study of quality versus the number of network evaluations (NFE) for every
 #   sampler, with error bars and wall time, and DDIM's Table 1 at MNIST scale beside the paper's;
 # - recompute a small slice of that study live.
 #
-# **Exercises:** 6.1 the Fréchet distance · 6.2 the unbiased MMD² with the cubic kernel.
+# **Exercises:** 6.1 the Fréchet distance · 6.2 the unbiased MMD² with the cubic kernel · 6.3 the Inception
+# Score.
 #
 # **Prerequisites:** notebooks 03–05 (the samplers); mean and covariance of a data set; the idea of a
 # matrix square root (C^½ C^½ = C).
@@ -230,6 +232,69 @@ plt.show()
 # At n = 64 (the feature dimension) the sample covariance is singular and the floor is an order of
 # magnitude higher than at 1,000: never compare an FID from 64 samples with one from 1,000.
 # `dc.metrics.fid` warns below n = 64. The course's study uses n = 1,000 everywhere.
+
+# %% [markdown]
+# ## The Inception Score, with a digit classifier
+#
+# Before FID, GAN papers reported the **Inception Score** (Salimans et al. 2016, §4). It asks a classifier
+# for p(y | x), the class probabilities of each sample, and rewards two things at once: each sample should
+# be *confidently* one class (p(y | x) peaked), and the classes should be *varied* over the samples (the
+# marginal p(y) = E_x p(y | x) flat):
+#
+# $$\mathrm{IS} = \exp\Big(\mathbb E_x\, \mathrm{KL}\big(p(y\mid x)\,\|\,p(y)\big)\Big)
+#   = \exp\big(H(y) - \mathbb E_x H(y\mid x)\big).$$
+#
+# It lies between 1 and the number of classes: 10 with the course's digit classifier in place of Inception
+# (`dc.metrics.inception_score(images, ref="mnist")`, the mean ± std over 10 chunks, as usually reported).
+# Higher is better, and there is no reference set: IS never looks at real images.
+#
+# ### Exercise 6.3 — the Inception Score from class probabilities
+#
+# Write `inception_score(p_yx)`: `p_yx` is an (N, K) tensor of class probabilities, one row per image.
+# Return exp of the mean over images of KL(p(y | x) ‖ p(y)), with p(y) the mean of the rows. Probabilities
+# can be exactly 0, and 0 · log 0 counts as 0: `torch.xlogy(a, b)` computes a · log b with that rule.
+
+# %% tags=["exercise"]
+def inception_score(p_yx):
+    """exp(E_x KL(p(y|x) ‖ p(y))) for class probabilities p_yx (N, K) (Salimans et al. 2016)."""
+    ### BEGIN SOLUTION
+    p_y = p_yx.mean(0, keepdim=True)                                    # the marginal p(y)
+    kl = (torch.xlogy(p_yx, p_yx) - torch.xlogy(p_yx, p_y)).sum(1)      # KL(p(y|x) ‖ p(y)) per image
+    return float(kl.mean().exp())
+    ### END SOLUTION
+
+
+# %%
+inception_score = dc.checks.inception_score(inception_score)
+
+# %% [markdown]
+# The same damaged digits as above, and two sets built to expose what IS cannot see: the ten digits of one
+# class only (confident, but no variety), and **one real digit per class, each copied 100 times**, a
+# "generator" that has memorised ten images (for each class, the test digit the classifier is surest of):
+
+# %%
+x_test_all, y_test_all = dc.metrics.real_images("test")
+p_test = dc.metrics.class_probabilities(x_test_all)
+one_each = torch.stack([x_test_all[y_test_all == k][p_test[y_test_all == k, k].argmax()] for k in range(10)])
+is_sets = {**sets, "only the digit 1": x_test_all[y_test_all == 1][:1000],
+           "10 digits, each copied 100×": one_each.repeat(100, 1, 1, 1)}     # every chunk holds all ten
+print(f"{'':30s} {'IS (mine)':>10} {'IS ± std (dc.metrics)':>22} {'FID':>8}")
+for name, imgs in is_sets.items():
+    mine = inception_score(dc.metrics.class_probabilities(imgs))
+    pkg = dc.metrics.inception_score(imgs)
+    print(f"{name:30s} {mine:10.2f} {pkg.mean:15.2f} ± {pkg.std:4.2f} {dc.metrics.fid(imgs):8.2f}")
+
+# %% [markdown]
+# Real digits score ≈ 9.2 (the mean over ten chunks of 100; one p(y) from all 1,000 images gives a little
+# more, since a chunk's marginal is noisier), close to the maximum of 10. Noise and blur, which the
+# classifier still reads as the right digits, cost little IS but much FID. A single class scores ≈ 1: no
+# variety. And the ten memorised digits score *higher than real data*: every copy is a confident
+# prediction, and the classes are perfectly balanced. IS measures
+# confident variety *between* classes only; it is blind to diversity within a class and to copying, and it
+# has no notion of what real data look like (Barratt & Sharma 2018, *A Note on the Inception Score*). FID,
+# which compares with held-out real digits, catches all three (its 1,000 copies of 10 images have a
+# degenerate covariance). That is why the course reports IS beside FID, never instead of it; notebook 08
+# uses the pair to show guidance trading diversity for confidence.
 
 # %% [markdown]
 # ## Quality versus NFE: the committed study

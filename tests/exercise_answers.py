@@ -163,6 +163,14 @@ def mmd2_loops(fx, fy):
     return sxx + syy - 2 * sxy
 
 
+def inception_score_loops(p_yx):               # entropy form: H(mean p) − mean H(p), exp of it
+    p = p_yx.double()
+    p_y = p.mean(0)
+    h_y = -sum(float(v) * math.log(float(v)) for v in p_y if v > 0)
+    h_yx = [-sum(float(v) * math.log(float(v)) for v in row if v > 0) for row in p]
+    return math.exp(h_y - sum(h_yx) / len(h_yx))
+
+
 # --- notebook 07 --------------------------------------------------------------------------------------------
 def two_ddim_steps_mine(x0_fn, z_t, ab_t, ab_mid, ab_next):
     z = z_t
@@ -226,6 +234,7 @@ INDEPENDENT = {
     "euler_ancestral_step": (euler_ancestral_ddim,),
     "frechet_distance": (frechet_scipy,),
     "mmd2_unbiased": (mmd2_loops,),
+    "inception_score": (inception_score_loops,),
     "two_ddim_steps": (two_ddim_steps_mine,),
     "distill_target": (distill_target_mine,),
     "loss_weight": (loss_weight_mine,),

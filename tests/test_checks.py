@@ -22,7 +22,7 @@ IN_NOTEBOOK_ORDER = [
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd",                # 03
     "ddim_step", "slerp",                                                           # 04
     "heun_step", "dpmpp_2m_update", "euler_ancestral_step",                         # 05
-    "frechet_distance", "mmd2_unbiased",                                            # 06
+    "frechet_distance", "mmd2_unbiased", "inception_score",                         # 06
     "two_ddim_steps", "distill_target", "loss_weight",                              # 07
     "drop_labels", "guided_eps", "per_digit_accuracy",                              # 08
 ]

@@ -1,6 +1,9 @@
-"""Typical mistakes in the exercises of notebook 06 (evaluation): frechet_distance and mmd2_unbiased, each
-caught with a message naming the case and the property; the references are the package's functions and the
-closed-form cases have their closed-form values. The contract every check keeps is in tests/test_checks.py."""
+"""Typical mistakes in the exercises of notebook 06 (evaluation): frechet_distance, mmd2_unbiased and
+inception_score, each caught with a message naming the case and the property (for the IS, the slip); the
+references are the package's functions and the closed-form cases have their closed-form values. The contract
+every check keeps is in tests/test_checks.py."""
+
+import re
 
 import numpy as np
 import pytest
@@ -79,3 +82,28 @@ def test_mmd_cases_are_unchanged_by_the_check():
     # fresh tensors per run: a second run after a mutating one still passes
     before = [c.args[0].clone() for c in checks.mmd2_unbiased.cases()]
     assert all(torch.equal(a, c.args[0]) for a, c in zip(before, checks.mmd2_unbiased.cases(), strict=True))
+
+
+def _is_no_exp(p):
+    p_y = p.mean(0, keepdim=True)
+    return float((torch.xlogy(p, p) - torch.xlogy(p, p_y.expand_as(p))).sum(1).mean())
+
+
+def _is_reversed(p):
+    p_y = p.mean(0, keepdim=True).expand_as(p)
+    return float((torch.xlogy(p_y, p_y) - torch.xlogy(p_y, p)).sum(1).mean().exp())
+
+
+def _is_log_zero(p):
+    p_y = p.mean(0, keepdim=True)
+    return float((p * (p / p_y).log()).sum(1).mean().exp())
+
+
+@pytest.mark.parametrize("fn, slip", [
+    (_is_no_exp, "likely slip: the mean KL without the exp"),
+    (_is_reversed, "likely slip: the KL reversed"),
+    (_is_log_zero, "likely slip: 0 · log 0 gave NaN"),
+])
+def test_inception_score_slips_are_named(fn, slip):
+    with pytest.raises(checks.CheckFailed, match=re.escape(slip)):
+        checks.inception_score(fn)

@@ -291,3 +291,28 @@ def test_memorisation_tells_copies_from_fresh_digits(test_split, train_digits):
     assert 0.4 < fresh.train_closer < 0.6 and 0.9 < fresh.ratio < 1.1 and fresh.copies < 0.01
     with pytest.raises(ValueError, match="train and held_out must have the images' shape"):
         M.memorisation(held[:5], train_digits[:, :, :14], held)
+
+
+def test_inception_score_from_probs_bounds_and_a_hand_computation():
+    from ddpm_course.metrics import inception_score_from_probs as is_
+
+    one_hot = torch.eye(10, dtype=torch.float64).repeat(5, 1)                 # every class, each for sure
+    assert is_(one_hot) == pytest.approx(10.0)
+    assert is_(torch.eye(10, dtype=torch.float64)[[3] * 20]) == pytest.approx(1.0)   # one class only
+    assert is_(torch.full((7, 10), 0.1, dtype=torch.float64)) == pytest.approx(1.0)  # no confidence
+    p = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
+    py = p.mean(0)
+    kl = [sum(p[i, k] * math.log(p[i, k] / py[k]) for k in range(2)) for i in range(2)]
+    assert is_(p) == pytest.approx(math.exp(sum(kl) / 2), rel=1e-12)
+
+
+def test_inception_score_of_real_digits_is_high_and_of_one_digit_low():
+    x, y = M.real_images("test")
+    real = M.inception_score(x[:1000])
+    assert 8.5 < real.mean <= 10 and 0 < real.std < 1
+    ones = M.inception_score(x[y == 1][:200], splits=4)              # confident but one class
+    assert ones.mean < 1.5
+    with pytest.raises(ValueError, match="splits must be a positive integer"):
+        M.inception_score(x[:10], splits=0)
+    with pytest.raises(ValueError, match="at least 10 images"):
+        M.inception_score(x[:5], splits=10)

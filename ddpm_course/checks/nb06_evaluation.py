@@ -1,11 +1,11 @@
-"""Checks of notebook 06 (evaluation): frechet_distance and mmd2_unbiased."""
+"""Checks of notebook 06 (evaluation): frechet_distance, mmd2_unbiased and inception_score (from p(y | x))."""
 
 from __future__ import annotations
 
 import torch
 
 from .. import metrics
-from .framework import Case, Check, _gen, _randn, case
+from .framework import Case, Check, CheckFailed, _gen, _randn, case
 
 
 def _frechet_distance_reference(mu1, cov1, mu2, cov2) -> float:
@@ -56,6 +56,59 @@ def _mmd2_unbiased_cases() -> list[Case]:
     ]
 
 
+def _inception_score_reference(p_yx: torch.Tensor) -> float:
+    """IS = exp(E_x KL(p(y | x) ‖ p(y))), p(y) = mean_x p(y | x) (Salimans et al. 2016): dc.metrics."""
+    return metrics.inception_score_from_probs(p_yx)
+
+
+def _probs(g: torch.Generator, n: int, k: int, sharp: float) -> torch.Tensor:
+    return (sharp * torch.randn(n, k, generator=g, dtype=torch.float64)).softmax(1)
+
+
+def _inception_score_cases() -> list[Case]:
+    g = _gen(61)
+    one_hot = torch.eye(10, dtype=torch.float64)[torch.randint(0, 10, (40,), generator=g)]
+    return [
+        case("soft predictions, 50 images × 10 classes", _probs(g, 50, 10, 1.0)),
+        case("confident predictions, 64 images × 10 classes", _probs(g, 64, 10, 4.0)),
+        case("one-hot predictions with exact zeros, 40 images (0 · log 0 = 0)", one_hot),
+        case("float32, 30 images × 3 classes", _probs(g, 30, 3, 2.0).float()),
+    ]
+
+
+class _ISCheck(Check):
+    """inception_score: on a failure, says which usual slip the result matches."""
+
+    def _run(self, student_fn):
+        try:
+            return super()._run(student_fn)
+        except CheckFailed as err:
+            raise CheckFailed(err.args[0] + _inception_score_slip(student_fn)) from err
+
+
+def _inception_score_slip(student_fn) -> str:
+    p = _probs(_gen(62), 20, 5, 1.5)
+    try:
+        got = float(student_fn(p.clone()))
+        zeros = float(student_fn(torch.eye(4, dtype=torch.float64).repeat(3, 1)))
+    except Exception:
+        return ""
+    p_y = p.mean(0, keepdim=True)
+    kl = (p * (p / p_y).log()).sum(1)
+    reverse = (p_y * (p_y / p).log()).sum(1)
+    slips = {"the mean KL without the exp (IS = exp of the mean KL)": float(kl.mean()),
+             "the KL reversed: KL(p(y) ‖ p(y | x)) instead of KL(p(y | x) ‖ p(y))":
+                 float(reverse.mean().exp()),
+             "the exp taken per image and then averaged (exp of the mean, not the mean of exp)":
+                 float(kl.exp().mean())}
+    for what, value in slips.items():
+        if abs(got - value) <= 1e-6 * max(1.0, abs(value)):
+            return f"\nlikely slip: {what}"
+    if zeros != zeros:                                                        # NaN
+        return "\nlikely slip: 0 · log 0 gave NaN; it must count as 0 (torch.xlogy(p, q) is p · log q so)"
+    return ""
+
+
 frechet_distance = Check(
     "frechet_distance", _frechet_distance_reference, _frechet_distance_cases,
     doc="frechet_distance(mu1, cov1, mu2, cov2) -> float: |mu1 - mu2|^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)), "
@@ -66,4 +119,10 @@ mmd2_unbiased = Check(
         "kernel k(x, y) = (x.y/d + 1)^3, diagonal terms left out (Bińkowski et al. 2018, §4).")
 
 
-CHECKS = (frechet_distance, mmd2_unbiased)   # in notebook order: ddpm_course.checks.ALL
+inception_score = _ISCheck(
+    "inception_score", _inception_score_reference, _inception_score_cases,
+    doc="inception_score(p_yx) -> float: exp(mean over images of KL(p(y|x) || p(y))), p(y) = p_yx.mean(0), "
+        "with 0 log 0 = 0 (Salimans et al. 2016).")
+
+
+CHECKS = (frechet_distance, mmd2_unbiased, inception_score)   # in notebook order: ddpm_course.checks.ALL
