@@ -9,6 +9,8 @@ labels at every scale, and measure
   labels as the digit that was asked for (mean, and the worst digit): fidelity to the condition;
 * FID and KID against the held-out real digits of all classes (``dc.metrics.fid/kid``, unconditional
   reference): distance of the whole sample set from the data distribution, diversity included;
+* Inception Score with the shipped classifier (``dc.metrics.inception_score``, mean ± std over 10 chunks):
+  confident *and* varied classes; it cannot see diversity within a class;
 * within-class diversity: mean pairwise distance between the classifier features of samples requested
   as the same digit, divided by the same quantity for real test digits of that digit (1 = as varied as
   the data; averaged over digits);
@@ -134,9 +136,10 @@ def sweep(model, s, scales, n, sampler="dpmpp_2m", steps=10, spacing="karras", b
             warnings.simplefilter("ignore")                    # small-n FID warning: n is in the table
             fid = dc.metrics.fid(x0)
         kid = dc.metrics.kid(x0)
+        inception = dc.metrics.inception_score(x0)
         row = {"scale": scale, "w": scale - 1, "accuracy": float(per_digit.mean()),
                "worst_digit": int(per_digit.argmin()), "worst_accuracy": float(per_digit.min()),
-               "fid": fid, "kid": kid.mean, "kid_std": kid.std,
+               "fid": fid, "kid": kid.mean, "kid_std": kid.std, "is": inception.mean, "is_std": inception.std,
                "diversity": within_class_diversity(feats, y, ref_feats, ref_y), "nfe": nfe, "sec": sec}
         rows.append(row)
         log(f"s = {scale:g}: accuracy {row['accuracy']:.3f}, FID {fid:.2f}, KID {1e3 * kid.mean:.2f}e-3, "
@@ -144,6 +147,7 @@ def sweep(model, s, scales, n, sampler="dpmpp_2m", steps=10, spacing="karras", b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         floor = {"fid": dc.metrics.real_baseline(n), "kid": dc.metrics.real_baseline_kid(n).mean,
+                 "is": dc.metrics.real_baseline_is(n).mean,
                  "accuracy": float((dc.metrics.classify(ref_x) == ref_y).double().mean())}
     return rows, floor
 
@@ -190,18 +194,20 @@ def markdown(rows, floor, args, meta, seconds):
         "digit in brackets). FID/KID: classifier features against the 1,000 held-out real test digits "
         "(all classes). Diversity: mean pairwise feature distance within a requested digit, relative to "
         "real digits of that class (1 = as varied as the data).",
-        f"- real-vs-real floor at n = {args.n}: FID {floor['fid']:.2f}, KID {1e3 * floor['kid']:.2f}e-3; "
+        f"- real-vs-real floor at n = {args.n}: FID {floor['fid']:.2f}, KID {1e3 * floor['kid']:.2f}e-3, "
+        f"IS {floor['is']:.2f} (at most 10); "
         f"classifier accuracy on the real test digits {100 * floor['accuracy']:.1f} %",
         f"- device: {meta['device']}; sampling time {sum(r['sec'] for r in rows) * args.n / 60:.1f} min "
         f"over all scales (this call: {seconds / 60:.1f} min; scales found in --cache are not resampled)",
         "",
-        "| s | w = s − 1 | accuracy % (worst digit) | FID | KID ×1e3 | diversity | NFE | ms / sample |",
-        "|---|---|---|---|---|---|---|---|",
+        "| s | w = s − 1 | accuracy % (worst digit) | FID | KID ×1e3 | IS | diversity | NFE | ms / sample |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['scale']:g} | {r['w']:g} | {100 * r['accuracy']:.1f} ({r['worst_digit']}: "
                      f"{100 * r['worst_accuracy']:.0f}) | {r['fid']:.2f} | {1e3 * r['kid']:.2f} ± "
-                     f"{1e3 * r['kid_std']:.2f} | {r['diversity']:.3f} | {r['nfe']} | {1e3 * r['sec']:.1f} |")
+                     f"{1e3 * r['kid_std']:.2f} | {r['is']:.2f} ± {r['is_std']:.2f} | {r['diversity']:.3f} | "
+                     f"{r['nfe']} | {1e3 * r['sec']:.1f} |")
     lines += ["", f"![accuracy and FID vs guidance scale]({Path(args.out).with_suffix('.png').name})", ""]
     return "\n".join(lines)
 
