@@ -34,8 +34,8 @@
 # - try Skip-Tuning (Ma et al. 2024), a training-free change to the U-Net that targets few-step sampling,
 #   and read a note on a citation that could not be verified.
 #
-# **Exercises:** 5.1 a Heun step in σ-space · 5.2 the DPM-Solver++(2M) update · 5.3 the Euler-ancestral
-# step.
+# **Exercises:** 5.1 a Heun step in σ-space · 5.2 the DPM-Solver++(2M) update · 5.3 the Karras schedule ·
+# 5.4 the Euler-ancestral step.
 #
 # **Prerequisites:** notebooks 03 (DDPM sampling) and 04 (DDIM); Euler's method for an ODE
 # y' = f(t, y), i.e. y_{n+1} = y_n + h f(t_n, y_n).
@@ -352,6 +352,28 @@ for spacing in ("leading", "karras"):
 # and the trajectory is almost straight), small near the data, where the image's details are decided and
 # the paths bend. `s.grid(N, "karras")` builds it from σ at t = T − 1 down to σ at t = 0; the model is
 # then called at fractional timesteps (log σ interpolated between integer t, as k-diffusion does).
+#
+# ### Exercise 5.3 — the Karras schedule
+#
+# Write `karras_sigmas(n, sigma_min, sigma_max, rho=7.0)`: the n levels of EDM eq. 5 followed by σ_n = 0,
+# as a float64 tensor of length n + 1. With n = 1 there is no i/(N − 1): return σ_max and 0.
+
+# %% tags=["exercise"]
+def karras_sigmas(n, sigma_min, sigma_max, rho=7.0):
+    """EDM eq. 5: n noise levels from σ_max to σ_min, uniform in σ^{1/ρ}, then a final 0 (float64, n + 1)."""
+    ### BEGIN SOLUTION
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)              # i/(N − 1); n = 1 gives [0]
+    inv_rho_max, inv_rho_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    sigmas = (inv_rho_max + ramp * (inv_rho_min - inv_rho_max)) ** rho
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+    ### END SOLUTION
+
+
+# %%
+karras_sigmas = dc.checks.karras_sigmas(karras_sigmas)
+mine = karras_sigmas(10, float(s.sigmas[0]), float(s.sigmas[-1]))
+print(f"{dc.checks.whose(karras_sigmas, 'karras_sigmas')} vs s.grid(10, 'karras').sigmas: largest difference "
+      f"{(mine - s.grid(10, 'karras').sigmas).abs().max().item():.1e}")
 
 # %%
 N = 10
@@ -523,7 +545,7 @@ for spacing in ("leading", "karras"):
     print(f"{spacing:>8}: max |Euler ancestral − DDIM(η = 1)| = {(x_a - x_d).abs().max().item():.1e}")
 
 # %% [markdown]
-# ### Exercise 5.3 — the Euler-ancestral step
+# ### Exercise 5.4 — the Euler-ancestral step
 #
 # Write `euler_ancestral_step(x, sigma, sigma_next, eps, z)`: `x` is x̃_i, `eps(x, sigma)` returns ε̂, and `z`
 # is the fresh N(0, I) noise, drawn by the sampler (do not draw your own: the check runs your step inside a

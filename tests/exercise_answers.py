@@ -135,6 +135,14 @@ def dpmpp_2m_lambda(x, sig, sig_next, D, D_prev, h_prev):  # written with λ = �
     return ratio * x + (1 - ratio) * (D + (D - D_prev) / (2 * r))
 
 
+def karras_sigmas_loop(n, sigma_min, sigma_max, rho=7.0):   # one level at a time, as EDM's Table 1 writes it
+    out = []
+    for i in range(n):
+        w = i / (n - 1) if n > 1 else 0.0
+        out.append((sigma_max ** (1 / rho) + w * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho)
+    return torch.tensor(out + [0.0], dtype=torch.float64)
+
+
 def euler_ancestral_ddim(x, sig, sig_next, eps, z):  # as DDIM η = 1 in σ-space: x̂_0 + σ_down ε̂ + σ_up z
     e = eps(x, sig)
     up = sig_next * math.sqrt(max(0.0, 1 - sig_next**2 / sig**2))
@@ -231,6 +239,7 @@ INDEPENDENT = {
     "slerp": (slerp_mine,),
     "heun_step": (heun_karras,),
     "dpmpp_2m_update": (dpmpp_2m_lambda,),
+    "karras_sigmas": (karras_sigmas_loop,),
     "euler_ancestral_step": (euler_ancestral_ddim,),
     "frechet_distance": (frechet_scipy,),
     "mmd2_unbiased": (mmd2_loops,),

@@ -21,7 +21,7 @@ IN_NOTEBOOK_ORDER = [
     "simple_loss", "timestep_embedding",                                            # 02
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd",                # 03
     "ddim_step", "slerp",                                                           # 04
-    "heun_step", "dpmpp_2m_update", "euler_ancestral_step",                         # 05
+    "heun_step", "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step",        # 05
     "frechet_distance", "mmd2_unbiased", "inception_score",                         # 06
     "two_ddim_steps", "distill_target", "loss_weight",                              # 07
     "drop_labels", "guided_eps", "per_digit_accuracy",                              # 08
@@ -154,17 +154,18 @@ def _other_dtype(x):
 
 
 def _generic_mistakes(name):
-    """(mistake, message) pairs for the check's result: every check gets the first four, tensor results the
-    rest; messages are exact, from the reference's result on the first case."""
+    """(mistake, message) pairs for the check's result: every check gets the first four (the third only when
+    it takes a tensor), tensor results the rest; messages are exact, from the reference's result on the first
+    case."""
     check = checks.ALL[name]
     first = _first_result(check)
     args = check.cases()[0].args
-    arg = next(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
+    arg = next((i for i, a in enumerate(args) if isinstance(a, torch.Tensor)), None)   # None: numbers only
     number = isinstance(first, float)
     mistakes = [
         ("returns None", "expected a number, got None" if number else "got None (did you forget `return`?)"),
         ("raises", "raised ZeroDivisionError: oops"),
-        ("changes its input", f"changed its argument {arg + 1} in place"),
+        *([("changes its input", f"changed its argument {arg + 1} in place")] if arg is not None else []),
         ("one value off", "wrong value: expected" if number else "values differ"),
     ]
     if not number:

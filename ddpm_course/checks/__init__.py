@@ -60,6 +60,7 @@ from .nb05_fast_samplers import (
     euler_ancestral_step,
     heun_sampler_from_step,
     heun_step,
+    karras_sigmas,
 )
 from .nb05_fast_samplers import _dpmpp_2m_update_reference as _dpmpp_2m_update_reference  # for tests
 from .nb05_fast_samplers import _euler_ancestral_step_reference as _euler_ancestral_step_reference
@@ -83,6 +84,7 @@ __all__ = [
     # the checks, in notebook order
     "snr", "alpha_bars", "q_sample", "log_snr", "simple_loss", "timestep_embedding",
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd", "ddim_step", "slerp", "heun_step",
-    "dpmpp_2m_update", "euler_ancestral_step", "frechet_distance", "mmd2_unbiased", "inception_score",
-    "two_ddim_steps", "distill_target", "loss_weight", "drop_labels", "guided_eps", "per_digit_accuracy",
+    "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step", "frechet_distance", "mmd2_unbiased",
+    "inception_score", "two_ddim_steps", "distill_target", "loss_weight", "drop_labels", "guided_eps",
+    "per_digit_accuracy",
 ]

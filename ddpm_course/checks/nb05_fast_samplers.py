@@ -1,5 +1,5 @@
 """Checks of notebook 05 (fast samplers): heun_step, dpmpp_2m_update and euler_ancestral_step, each also run
-as a whole sampler."""
+as a whole sampler, and karras_sigmas (the EDM step schedule)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,26 @@ def _dpmpp_2m_update_reference(x, sigma: float, sigma_next: float, D, D_prev, h_
     h = math.log(sigma / sigma_next)
     D_hat = D if D_prev is None else (1 + h / (2 * h_prev)) * D - h / (2 * h_prev) * D_prev
     return (sigma_next / sigma) * x - math.expm1(-h) * D_hat
+
+
+def _karras_sigmas_reference(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """EDM eq. 5: σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for i = 0 … N−1, then σ_N = 0;
+    float64, length n + 1 (n = 1: σ_max, 0)."""
+    i = torch.arange(n, dtype=torch.float64)
+    frac = i / (n - 1) if n > 1 else i
+    sig = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+
+
+def _karras_sigmas_cases() -> list[Case]:
+    s = NoiseSchedule.linear(1000)
+    lo, hi = float(s.sigmas[0]), float(s.sigmas[-1])
+    return [
+        case(f"n = 10, the course schedule's σ_min = {lo:.4f}, σ_max = {hi:.1f}, ρ = 7", 10, lo, hi, 7.0),
+        case("n = 5, σ_min = 0.002, σ_max = 80 (EDM's), ρ = 7", 5, 0.002, 80.0, 7.0),
+        case("n = 4, ρ = 1: uniform in σ", 4, 0.5, 8.0, 1.0),
+        case("n = 1: σ_max, then 0", 1, 0.01, 10.0, 7.0),
+    ]
 
 
 def ancestral_sigmas(sigma: float, sigma_next: float) -> tuple[float, float]:
@@ -275,4 +295,11 @@ euler_ancestral_step = _AncestralCheck(
         "sqrt(sigma_next² - sigma_up²) (k-diffusion's Euler ancestral).")
 
 
-CHECKS = (heun_step, dpmpp_2m_update, euler_ancestral_step)   # in notebook order: ddpm_course.checks.ALL
+karras_sigmas = Check(
+    "karras_sigmas", _karras_sigmas_reference, _karras_sigmas_cases,
+    doc="karras_sigmas(n, sigma_min, sigma_max, rho=7.0) -> float64 tensor of n + 1 levels: "
+        "(sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho for i = 0..n-1, then 0 "
+        "(Karras et al. 2022, eq. 5; n = 1 gives sigma_max, 0).")
+
+
+CHECKS = (heun_step, dpmpp_2m_update, karras_sigmas, euler_ancestral_step)   # in notebook order: checks.ALL
