@@ -210,6 +210,36 @@ def class_shares(images: torch.Tensor, ref: str = "mnist") -> torch.Tensor:
     return torch.bincount(pred, minlength=10).double() / pred.numel()
 
 
+def _mean_pairwise(f: torch.Tensor) -> float:
+    d = torch.cdist(f, f)
+    n = len(f)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def diversity(images: torch.Tensor, ref: str = "mnist") -> float:
+    """Mean pairwise distance between the classifier features of the images, divided by the same for as
+    many real reference images: 1 = as varied as the data, below 1 = samples that look alike (lost
+    diversity, mode collapse), above 1 = more scattered than the data (e.g. noise the classifier sees)."""
+    images = _check_images(images, ref, min_n=2)
+    n = min(len(images), 1000)
+    real = real_images(_reference(ref).ref_split, ref)[0][:n]
+    return _mean_pairwise(features(images[:n], ref).cpu()) / _mean_pairwise(features(real, ref).cpu())
+
+
+def _gradient_energy(x: torch.Tensor) -> float:
+    dx, dy = x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+    return float(dx.double().pow(2).mean() + dy.double().pow(2).mean())
+
+
+def sharpness(images: torch.Tensor, ref: str = "mnist") -> float:
+    """Mean squared difference between neighbouring pixels, divided by the same for the real reference
+    images: 1 = edges as crisp as the data's, below 1 = blurred, above 1 = noise or speckle (which adds
+    pixel-to-pixel jumps)."""
+    images = _check_images(images, ref)
+    real = real_images(_reference(ref).ref_split, ref)[0]
+    return _gradient_energy(images.cpu()) / _gradient_energy(real)
+
+
 @dataclass(frozen=True)
 class Memorisation:
     """Nearest-neighbour test for copying: d_train, d_held are each sample's pixel-space L2 distance to

@@ -26,7 +26,8 @@
 # - compute the **Inception Score** with the digit classifier and see what it cannot see;
 # - read the committed study of quality versus the number of network evaluations (NFE) for every
 #   sampler, with error bars and wall time, and DDIM's Table 1 at MNIST scale beside the paper's;
-# - recompute a small slice of that study live.
+# - recompute a small slice of that study live;
+# - label the ways sampling fails at too few steps (blur, artefacts, collapse), each with its own measure.
 #
 # **Exercises:** 6.1 the Fréchet distance · 6.2 the unbiased MMD² with the cubic kernel · 6.3 the Inception
 # Score.
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from IPython.display import Image, Markdown, display
+from tqdm.auto import tqdm
 
 import ddpm_course as dc
 
@@ -58,6 +60,7 @@ FAST = dc.fast_mode()  # True when DDPM_COURSE_FAST=1
 n_live = 64 if FAST else 1000                                 # samples per live setting
 live_settings = [(0.0, 5), (1.0, 5)] if FAST else [(0.0, 5), (1.0, 5), (0.0, 10), (1.0, 10)]  # (η, S)
 floor_ns = [64, 128, 256, 512, 1000]                          # n of the real-vs-real floor (cheap: no sampling)
+n_gallery = 64 if FAST else 500                               # samples per row of the failure gallery
 print("fast mode: on" if FAST else "fast mode: off (full sizes)", f"— {n_live} samples per live setting")
 
 # %% [markdown]
@@ -527,6 +530,76 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## What goes wrong at too few steps: a labelled gallery
+#
+# One number hides *how* a sampler fails. With too few steps the course model fails in three ways, each
+# with a measure of its own (from `dc.metrics`, all relative to real digits, so 1 means "like the data"):
+#
+# - **blur, and with it lost diversity**: a first-order solver with huge steps lands on an average of the
+#   digits x_T could become (x̂_0 is a posterior mean, notebook 03 §5): `sharpness` (the energy of
+#   pixel-to-pixel differences) falls below 1, and so does `diversity` (the mean pairwise distance of
+#   classifier features): averaged digits look alike;
+# - **artefacts**: too much noise left in leaves speckle: `sharpness` above 1, many pixels outside [−1, 1]
+#   before clipping;
+# - **breakdown and collapse**: an overshooting higher-order step leaves saturated noise, not digits; the
+#   classifier files most of it under one class, so the class histogram collapses.
+#
+# Every row starts from the same x_T (the first 8 of n shown; the measures use all n).
+
+# %%
+gallery = {"reference: DPM-Solver++(2M), 20 Karras steps": dict(sampler="dpmpp_2m", steps=20, spacing="karras"),
+           "blur: DDIM, 2 steps": dict(sampler="ddim", steps=2, spacing="trailing"),
+           "artefacts: DDPM with σ² = β, 10 steps": dict(sampler="ddpm", steps=10, variance="fixed_large"),
+           "breakdown: Heun, 3 steps (5 NFE)": dict(sampler="heun", steps=3, spacing="karras")}
+x_T_gallery = torch.randn(n_gallery, 1, 28, 28, generator=torch.Generator().manual_seed(5)).to(device)
+shown = {}
+print(f"n = {n_gallery} per row; real digits: sharpness 1, diversity 1, largest class share ≈ 11 %")
+print(f"{'':46s} {'sharpness':>9} {'diversity':>9} {'top class':>10} {'clipped':>8}")
+for label, kw in tqdm(gallery.items(), desc="gallery"):
+    raw = dc.sample(model, s, x_T_gallery, generator=torch.Generator().manual_seed(6), **kw).cpu()
+    x0 = raw.clamp(-1, 1)
+    shares = dc.metrics.class_shares(x0)
+    shown[label] = x0[:8]
+    print(f"{label:46s} {dc.metrics.sharpness(x0):9.2f} {dc.metrics.diversity(x0):9.2f} "
+          f"{shares.max():6.0%} ({int(shares.argmax())}) {(raw.abs() > 1 + 2 / 255).float().mean():8.1%}")
+fig, axes = plt.subplots(len(shown), 1, figsize=(8, 1.25 * len(shown)))
+for ax, (label, x0) in zip(axes, shown.items(), strict=True):
+    dc.viz.show_grid(x0, nrow=8, title=label, ax=ax)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The committed study records which digit the classifier reads in each of its 1,000 samples per cell
+# (`class_shares`), so the collapse can be followed against NFE for every sampler (the data: ≈ 10 % each):
+
+# %%
+if study is not None:
+    picks = (("heun", "karras"), ("dpmpp_2m", "karras"), ("ddim η=0", "leading"))
+    fig, axes = plt.subplots(1, len(picks), figsize=(12, 3.4), sharey=True)
+    for ax, key in zip(axes, picks, strict=True):
+        by_nfe = {nfe: recs[0]["class_shares"] for nfe, recs in sorted(groups.get(key, {}).items())
+                  if "class_shares" in recs[0]}
+        bottom = np.zeros(len(by_nfe))
+        for digit in range(10):
+            heights = np.array([shares[digit] for shares in by_nfe.values()])
+            ax.bar([str(k) for k in by_nfe], heights, bottom=bottom, color=plt.cm.tab10(digit),
+                   label=str(digit))
+            bottom += heights
+        ax.set(title=f"{key[0]} ({key[1]})", xlabel="NFE")
+    axes[0].set_ylabel("share of the samples per digit")
+    axes[-1].legend(title="digit", fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# Read the bars from the left. At 5 NFE Heun's samples are not digits at all (the gallery's last row) and
+# the classifier files almost all of them under one digit; FID only says "very bad" (58.9). DPM-Solver++(2M)
+# at 5 NFE draws too few 1s and too many 3s, and DDIM's first-order steps keep the shares closest to even.
+# From 20 NFE on, every sampler's histogram is as even as the model's unconditional branch allows (shares
+# between about 6 and 13 %: a property of the model, not of the sampler). FID mixes all of this into one
+# number; the gallery and the histogram say which failure it is.
+
+# %% [markdown]
 # ## Summary
 #
 # - FID = ‖μ₁ − μ₂‖² + Tr(C₁ + C₂ − 2(C₁C₂)^½) between Gaussians fitted to network features (Heusel et
@@ -538,6 +611,10 @@ plt.show()
 #   `dc.metrics.real_baseline(n)` beside a result.
 # - Quality versus NFE: compare samplers at equal NFE with error bars over seeds; wall time adds the cost of
 #   each sampler's bookkeeping.
+# - Too few steps fail in recognisable ways: **blur** (sharpness < 1), **artefacts** (sharpness > 1,
+#   saturated pixels) and **collapse** (diversity < 1, one class taking over); measure each beside FID.
+# - The **Inception Score** rewards confident, varied classes and never looks at real data: ten memorised
+#   digits score 10. Report it beside FID, never instead.
 # - DDIM's Table 1 on MNIST: where the model is nearly exact (class-conditional samples) η = 0 wins at
 #   few steps, as in the paper; where its error is larger (unconditional samples), fresh noise (η = 1)
 #   corrects part of it and wins. Model error against discretisation error: compare `mnist_early`.

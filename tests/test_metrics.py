@@ -316,3 +316,16 @@ def test_inception_score_of_real_digits_is_high_and_of_one_digit_low():
         M.inception_score(x[:10], splits=0)
     with pytest.raises(ValueError, match="at least 10 images"):
         M.inception_score(x[:5], splits=10)
+
+
+def test_diversity_and_sharpness_read_real_blurred_noisy_and_collapsed_digits():
+    x, y = M.real_images("train")
+    x, y = x[:400], y[:400]
+    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    noisy = (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    assert M.diversity(x) == pytest.approx(1.0, abs=0.05) and M.sharpness(x) == pytest.approx(1.0, abs=0.05)
+    assert M.sharpness(blur) < 0.5 < 1.2 < M.sharpness(noisy)
+    assert M.diversity(x[y == 1]) < 0.5                                       # one digit: alike
+    assert M.diversity(x[:1].repeat(10, 1, 1, 1)) == 0.0                      # copies: no diversity at all
+    with pytest.raises(ValueError, match="at least 2 images"):
+        M.diversity(x[:1])
