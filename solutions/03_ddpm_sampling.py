@@ -161,7 +161,9 @@ plt.show()
 #
 # The sampler does not know x_0, so it cannot use q(x_{t−1} | x_t, x_0) directly. DDPM models the
 # reverse step as a Gaussian p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I) whose **mean** is learned and
-# whose **variance is fixed**. The paper tried two values and found similar sample quality with both:
+# whose **variance is fixed**. (Notation: this σ_t is the standard deviation of one reverse step. DDIM's
+# σ_t(η) in notebook 04 generalises it; the σ of notebook 05 is a different quantity, the noise level
+# √((1 − ᾱ)/ᾱ); notebook 00's table lists every σ.) The paper tried two values and found similar sample quality with both:
 #
 # - σ_t² = β_t ("fixed_large"): exactly right if the data itself were x_0 ~ N(0, I);
 # - σ_t² = β̃_t ("fixed_small"): exactly right if the data were a single point x_0 (then

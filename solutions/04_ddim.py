@@ -92,7 +92,9 @@ s = dc.NoiseSchedule.linear(T=1000)
 # $$\sigma_t(\eta) = \eta\,\sqrt{\frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}}\,
 #   \sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_{t-1}}}.$$
 #
-# With η = 1, σ_t² = β̃_t of notebook 03 and the process is DDPM's. With η = 0 there is no fresh noise
+# (σ_t(η) is the standard deviation of the fresh noise, like notebook 03's σ_t; from notebook 05 on, a bare
+# σ means the noise level √((1 − ᾱ)/ᾱ) of σ-space instead.) With η = 1, σ_t² = β̃_t of notebook 03 and
+# the process is DDPM's. With η = 0 there is no fresh noise
 # at all: the sampler is a **deterministic** map from x_T to x_0 — this is "DDIM" proper.
 # Nothing above needs t − 1 to be the *neighbouring* step: the same formulas hold between any two
 # visited levels ᾱ_t < ᾱ_prev (DDIM §4.2), which is how DDIM skips steps.

@@ -99,7 +99,9 @@ s = dc.NoiseSchedule.linear()                     # the schedule of the course m
 # $$\tilde x = \frac{x}{\sqrt{\bar\alpha}},\qquad \sigma = \sqrt{\frac{1-\bar\alpha}{\bar\alpha}},
 #   \qquad\text{so that}\qquad \tilde x = x_0 + \sigma\,\varepsilon .$$
 #
-# In x̃ the data is only ever *added* noise of standard deviation σ, no shrinking. Karras et al. (2022,
+# In x̃ the data is only ever *added* noise of standard deviation σ, no shrinking. (Notation: from here on σ
+# is this noise level, not the reverse-step standard deviation σ_t of notebooks 03–04; notebook 00's table
+# lists every σ.) Karras et al. (2022,
 # *Elucidating the design space*, EDM) write every diffusion model this way: their **eq. 4** is the
 # ODE for a scaled state x = s(t)·x̃ (here s = √ᾱ); for x̃ itself it reads dx̃/dσ = −σ ∇ log p(x̃; σ)
 # (their eq. 1 with σ(t) = t), and with the score written through the denoiser,
@@ -223,7 +225,8 @@ print(f"{dc.checks.whose(heun_step, 'heun_step')} in a loop vs dc.sample(sampler
 # ## 4 · DPM-Solver++(2M): solve the linear part exactly
 #
 # Write the ODE with the denoiser instead of ε̂: dx̃/dσ = (x̃ − D)/σ. The part x̃/σ is *linear* and can
-# be integrated exactly; only D needs approximating. In the log-SNR-like time λ = −log σ the ODE
+# be integrated exactly; only D needs approximating. In the log-SNR-like time λ = −log σ (half of notebook
+# 01's log-SNR log(ᾱ/(1 − ᾱ)) = −2 log σ; the DPM-Solver papers use this half) the ODE
 # becomes d(x̃ e^λ)/dλ = e^λ D (check it by differentiating), so from σ_i to σ_{i+1}, with h = λ_{i+1} − λ_i:
 #
 # $$\tilde x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}\,\tilde x_i
