@@ -30,13 +30,13 @@
 # | 01 | the forward process: schedules, the closed form q(x_t \| x_0), SNR, a widget over t | ᾱ from β, `q_sample`, the log-SNR |
 # | 02 | noise prediction and a compact U-Net; the simple loss; training; EMA | the loss, the time embedding |
 # | 03 | DDPM ancestral sampling: the posterior, β vs β̃, trajectories, the score and Tweedie's formula | posterior mean/variance, one reverse step, the score by finite differences |
-# | 04 | DDIM: η, determinism, step skipping, inversion and interpolation | the DDIM step, slerp |
+# | 04 | DDIM: η, determinism, step skipping, inversion and interpolation | the DDIM step, the whole DDIM sampler, slerp |
 # | 05 | fast samplers: the probability-flow ODE, Euler/Heun in σ-space, DPM-Solver++(2M), UniPC, step schedules, measured order, the SDE view and stochastic samplers | a Heun step, the DPM-Solver++ update, the Karras schedule, the Euler-ancestral step |
 # | 06 | evaluation: classifier FID/KID, the Inception Score, quality vs number of steps, timing | the Fréchet distance, the unbiased MMD² (KID), the Inception Score |
 # | 07 | few-step generation: distilling the course model | the two-step teacher, the distillation target, the loss weight |
 # | 08 | class-conditional generation and classifier-free guidance | label dropout, the guided ε, per-digit accuracy |
 #
-# 24 exercises in all, each with a check.
+# 25 exercises in all, each with a check.
 #
 # Every notebook lists its objectives and run time at the top and ends with a summary.
 

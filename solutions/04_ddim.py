@@ -27,7 +27,7 @@
 #   between two real digits with spherical interpolation of their latents;
 # - play with η and the number of steps in an interactive explorer.
 #
-# **Exercises:** 4.1 the DDIM step · 4.2 spherical interpolation (slerp).
+# **Exercises:** 4.1 the DDIM step · 4.2 the whole DDIM sampler · 4.3 spherical interpolation (slerp).
 #
 # **Prerequisites:** notebook 03 (the posterior q(x_{t−1} | x_t, x_0), ancestral sampling, β̃_t).
 
@@ -151,30 +151,45 @@ for eta in (0.0, 0.5, 1.0):
 # %% [markdown]
 # ## 2 · DDIM on toy data with the exact denoiser
 #
-# Here is the whole sampler with your `ddim_step`, on the 2-D mixture of notebook 03 with its exact
-# noise predictor, 50 steps. `s.grid(steps, spacing)` lists the visited timesteps `ts` and the ᾱ of the
-# steps + 1 levels (the last one ᾱ = 1: the clean sample).
+# Now the whole sampler around your `ddim_step`. `s.grid(steps, spacing)` lists the visited timesteps
+# `grid.ts` (length steps) and `grid.alpha_bars`, the ᾱ of the steps + 1 levels (the last one ᾱ = 1: the
+# clean sample); step i goes from level i to level i + 1.
+#
+# ### Exercise 4.2 — the whole DDIM sampler
+#
+# Write `ddim_sampler(model, s, x_T, steps, eta=0.0, spacing="leading", generator=None)`: start from x_T
+# and, for every level i, call the model at t_i (a tensor of shape (B,): `torch.full((len(x),), t)`) and
+# take one `ddim_step` to level i + 1. The fresh noise z must be `torch.randn(x.shape, generator=generator,
+# dtype=x.dtype)`, drawn only on steps whose σ_t(η) > 0 (none when η = 0, and never on the last step, where
+# ᾱ_prev = 1), so that the same generator gives the same samples as `dc.sample`.
 
-# %%
-oracle = dc.toy.MixtureOracle.eight_gaussians(s)
-x_T = torch.randn(n_toy, 2, generator=torch.Generator().manual_seed(4))
-
-
-def ddim_sample_by_hand(model, s, x_T, steps, eta=0.0, spacing="leading", generator=None):
-    """DDIM (eq. 12) on the grid of `steps` timesteps; z is drawn only when σ > 0, as in dc.sample."""
+# %% tags=["exercise"]
+def ddim_sampler(model, s, x_T, steps, eta=0.0, spacing="leading", generator=None):
+    """DDIM (eq. 12) on s.grid(steps, spacing), fresh noise only where σ_t(η) > 0."""
+    ### BEGIN SOLUTION
     grid = s.grid(steps, spacing)
     ab, x = grid.alpha_bars.tolist(), x_T
     for i, t in enumerate(grid.ts.tolist()):
         eps = model(x, torch.full((len(x),), t))
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if eta > 0 and i < steps - 1 \
-            else torch.zeros_like(x)
+        sigma = eta * math.sqrt((1 - ab[i + 1]) / (1 - ab[i]) * (1 - ab[i] / ab[i + 1]))   # eq. 16
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if sigma > 0 else torch.zeros_like(x)
         x = ddim_step(x, eps, ab[i], ab[i + 1], eta, z)
     return x
+    ### END SOLUTION
 
 
-mine = ddim_sample_by_hand(oracle, s, x_T, 50, eta=0.5, generator=torch.Generator().manual_seed(5))
+# %%
+ddim_sampler = dc.checks.ddim_sampler(ddim_sampler)
+
+# %% [markdown]
+# On the 2-D mixture of notebook 03 with its exact noise predictor, 50 steps:
+
+# %%
+oracle = dc.toy.MixtureOracle.eight_gaussians(s)
+x_T = torch.randn(n_toy, 2, generator=torch.Generator().manual_seed(4))
+mine = ddim_sampler(oracle, s, x_T, 50, eta=0.5, generator=torch.Generator().manual_seed(5))
 pkg = dc.sample(oracle, s, x_T, sampler="ddim", steps=50, eta=0.5, generator=torch.Generator().manual_seed(5))
-print(f"{dc.checks.whose(ddim_step, 'ddim_step')} in a loop vs dc.sample(sampler='ddim'), η = 0.5: largest "
+print(f"{dc.checks.whose(ddim_sampler, 'ddim_sampler')} vs dc.sample(sampler='ddim'), η = 0.5: largest "
       f"difference {float((mine - pkg).abs().max()):.1e}")
 
 ddpm = dc.sample(oracle, s, x_T, sampler="ddpm", steps=50, generator=torch.Generator().manual_seed(6))
@@ -430,7 +445,7 @@ plt.show()
 #   + \frac{\sin(\alpha\theta)}{\sin\theta}\,z_1,\qquad
 #   \cos\theta = \frac{\langle z_0, z_1\rangle}{\lVert z_0\rVert\,\lVert z_1\rVert}.$$
 #
-# ### Exercise 4.2 — slerp
+# ### Exercise 4.3 — slerp
 #
 # Write `slerp(z0, z1, alpha)` for two tensors of the same shape, each treated as **one** long vector
 # (flatten all dimensions to compute θ), and a float α ∈ [0, 1]. Clamp cos θ to [−1, 1] before

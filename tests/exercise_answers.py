@@ -108,6 +108,17 @@ def ddim_step_mine(x_t, eps, ab_t, ab_prev, eta, z):
     return math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev - sig2) * eps + math.sqrt(sig2) * z
 
 
+def ddim_sampler_mine(model, s, x_T, steps, eta=0.0, spacing="leading", generator=None):
+    grid = s.grid(steps, spacing)                 # the levels, written with the timestep list and ᾱ table
+    x, ab = x_T, grid.alpha_bars.tolist()
+    for i, t in enumerate(grid.ts.tolist()):
+        eps = model(x, torch.full((len(x),), t))
+        sig = eta * math.sqrt((1 - ab[i + 1]) / (1 - ab[i]) * (1 - ab[i] / ab[i + 1]))
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if sig > 0 else torch.zeros_like(x)
+        x = ddim_step_mine(x, eps, ab[i], ab[i + 1], eta, z)
+    return x
+
+
 def slerp_mine(z0, z1, alpha):
     u0, u1 = z0 / z0.norm(), z1 / z1.norm()
     theta = torch.acos(torch.clamp((u0 * u1).sum(), -1.0, 1.0))
@@ -236,6 +247,7 @@ INDEPENDENT = {
     "eps_to_x0": (eps_to_x0_mine,),
     "score_fd": (score_fd_stacked,),
     "ddim_step": (ddim_step_mine,),
+    "ddim_sampler": (ddim_sampler_mine,),
     "slerp": (slerp_mine,),
     "heun_step": (heun_karras,),
     "dpmpp_2m_update": (dpmpp_2m_lambda,),

@@ -20,7 +20,7 @@ IN_NOTEBOOK_ORDER = [
     "alpha_bars", "q_sample", "log_snr",                                            # 01
     "simple_loss", "timestep_embedding",                                            # 02
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd",                # 03
-    "ddim_step", "slerp",                                                           # 04
+    "ddim_step", "ddim_sampler", "slerp",                                           # 04
     "heun_step", "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step",        # 05
     "frechet_distance", "mmd2_unbiased", "inception_score",                         # 06
     "two_ddim_steps", "distill_target", "loss_weight",                              # 07

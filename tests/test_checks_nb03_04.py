@@ -221,3 +221,27 @@ def test_slerp_reference_keeps_the_norm_of_equal_norm_vectors_and_rejects_shapes
         assert float(((1 - a) * z0 + a * z1).norm()) < 0.95 * float(z0.norm())   # lerp shrinks the norm
     with pytest.raises(ValueError, match="same shape"):
         checks.slerp.reference(z0, z1[..., :27], 0.5)
+
+
+def _sampler_one_z(model, s, x_T, steps, eta=0.0, spacing="leading", generator=None):
+    grid = s.grid(steps, spacing)                          # one z drawn once and reused on every step
+    ab, x = grid.alpha_bars.tolist(), x_T
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    for i, t in enumerate(grid.ts.tolist()):
+        x = ddim_step_mine(x, model(x, torch.full((len(x),), t)), ab[i], ab[i + 1], eta, z)
+    return x
+
+
+def _sampler_paper_timesteps(model, s, x_T, steps, eta=0.0, spacing="leading", generator=None):
+    grid = s.grid(steps, spacing)                          # calls the model at t + 1 (the paper's numbering)
+    ab, x = grid.alpha_bars.tolist(), x_T
+    for i, t in enumerate(grid.ts.tolist()):
+        sig = eta * math.sqrt((1 - ab[i + 1]) / (1 - ab[i]) * (1 - ab[i] / ab[i + 1]))
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if sig > 0 else torch.zeros_like(x)
+        x = ddim_step_mine(x, model(x, torch.full((len(x),), min(t + 1, s.T - 1))), ab[i], ab[i + 1], eta, z)
+    return x
+
+
+def test_ddim_sampler_mistakes_are_caught():
+    _raises(checks.ddim_sampler, _sampler_one_z, "η = 0.5, 8 trailing", "wrong value at index")
+    _raises(checks.ddim_sampler, _sampler_paper_timesteps, "η = 0, 10 leading steps", "wrong value at index")

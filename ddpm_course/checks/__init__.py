@@ -50,7 +50,7 @@ from .nb00_welcome import snr
 from .nb01_forward import alpha_bars, log_snr, q_sample
 from .nb02_noise_prediction import simple_loss, timestep_embedding
 from .nb03_ddpm import DDPM_VARIANCES, ddpm_step, eps_to_x0, posterior_mean_variance, score_fd
-from .nb04_ddim import ddim_step, slerp
+from .nb04_ddim import ddim_sampler, ddim_step, slerp
 from .nb05_fast_samplers import (
     SigmaEps,
     ancestral_sigmas,
@@ -83,8 +83,8 @@ __all__ = [
     "GuidedWith", "ancestral_sigmas", "euler_ancestral_sampler_from_step",
     # the checks, in notebook order
     "snr", "alpha_bars", "q_sample", "log_snr", "simple_loss", "timestep_embedding",
-    "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd", "ddim_step", "slerp", "heun_step",
-    "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step", "frechet_distance", "mmd2_unbiased",
-    "inception_score", "two_ddim_steps", "distill_target", "loss_weight", "drop_labels", "guided_eps",
-    "per_digit_accuracy",
+    "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd", "ddim_step", "ddim_sampler", "slerp",
+    "heun_step", "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step", "frechet_distance",
+    "mmd2_unbiased", "inception_score", "two_ddim_steps", "distill_target", "loss_weight", "drop_labels",
+    "guided_eps", "per_digit_accuracy",
 ]

@@ -1,4 +1,4 @@
-"""Checks of notebook 04 (DDIM): ddim_step and slerp."""
+"""Checks of notebook 04 (DDIM): ddim_step, ddim_sampler (the whole loop) and slerp."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import math
 
 import torch
 
-from .. import diffusion
+from .. import diffusion, samplers
 from ..schedule import NoiseSchedule
+from ..toy import GaussianOracle, MixtureOracle
 from .framework import Case, Check, _gen, _randn, case, exact
+from .randomness import keeps_generator_state
 
 
 def _ddim_step_reference(x_t, eps, ab_t: float, ab_prev: float, eta: float, z):
@@ -35,6 +37,30 @@ def _ddim_step_cases() -> list[Case]:
         case("float64 points (5,2), η=1, last step to ᾱ_prev = 1 (σ = 0)", *pts[:2], ab[19], 1.0, 1.0,
              pts[2]),
         case("float64 points (5,2), η=0.3, t=200 → 100", *pts[:2], ab[200], ab[100], 0.3, pts[2]),
+    ]
+
+
+def _ddim_sampler_reference(model, s, x_T, steps: int, eta: float = 0.0, spacing: str = "leading",
+                            generator=None):
+    """DDIM's whole sampler: from x_T, one eq.-12 step per level of s.grid(steps, spacing), fresh noise
+    z ~ N(0, I) from ``generator`` on every step whose σ_t(η) > 0; the package's dc.sample(sampler="ddim")."""
+    return samplers.sample(model, s, x_T, sampler="ddim", steps=steps, eta=eta, spacing=spacing,
+                           generator=generator)
+
+
+def _ddim_sampler_cases() -> list[Case]:
+    g, lin, cos = _gen(42), NoiseSchedule.linear(1000), NoiseSchedule.cosine(1000)
+    mix = MixtureOracle.eight_gaussians(lin)
+    gauss = GaussianOracle(cos, mean=0.3, std=0.5)
+    return [
+        case("η = 0, 10 leading steps, eight Gaussians, float64 points (16,2)", mix, lin,
+             _randn(g, 16, 2).double(), 10, 0.0, "leading", None),
+        case("η = 0.5, 8 trailing steps, seeded noise, eight Gaussians, points (16,2)", mix, lin,
+             _randn(g, 16, 2), 8, 0.5, "trailing", _gen(43)),
+        case("η = 1 (DDPM), 5 linspace steps, Gaussian data, cosine schedule, images (2,1,4,4)", gauss, cos,
+             _randn(g, 2, 1, 4, 4), 5, 1.0, "linspace", _gen(44)),
+        case("one step (straight to the clean sample), η = 0.5", mix, lin, _randn(g, 8, 2), 1, 0.5, "leading",
+             _gen(45)),
     ]
 
 
@@ -75,4 +101,12 @@ slerp = Check("slerp", exact(_slerp_reference), _slerp_cases,
                   "linear interpolation when they are parallel.")
 
 
-CHECKS = (ddim_step, slerp)   # in notebook order: ddpm_course.checks.ALL
+ddim_sampler = Check(
+    "ddim_sampler", keeps_generator_state(_ddim_sampler_reference), _ddim_sampler_cases,
+    doc="ddim_sampler(model, s, x_T, steps, eta=0.0, spacing='leading', generator=None) -> x_0: grid = "
+        "s.grid(steps, spacing); for each level i, eps = model(x, t_i) and x = ddim_step(x, eps, ab_i, "
+        "ab_i+1, eta, z), z = torch.randn(x.shape, generator=generator, dtype=x.dtype) when "
+        "sigma_t(eta) > 0, else 0.")
+
+
+CHECKS = (ddim_step, ddim_sampler, slerp)   # in notebook order: ddpm_course.checks.ALL

@@ -22,6 +22,7 @@ from .framework import (
     case,
     exact,
 )
+from .randomness import keeps_generator_state
 
 
 # The package applies guidance inside samplers.EpsModel (no stand-alone function), so the references are
@@ -117,24 +118,6 @@ def _guided_sampler_runs(student_fn: Callable, scale: float):
     return expected, got
 
 
-def _keeps_generator_state(fn: Callable) -> Callable:
-    """``fn`` run without consuming its ``generator`` argument, so the learner's function, called next with
-    the same generator, draws the same random numbers."""
-
-    def wrapped(*args, **kwargs):
-        gens = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Generator)]
-        states = [g_.get_state() for g_ in gens]
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            for g_, state in zip(gens, states, strict=True):
-                g_.set_state(state)
-
-    wrapped.__name__ = wrapped.__qualname__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
-
-
 def _drop_labels_reference(y, p: float, null_label: int, generator):
     """Label dropout for classifier-free guidance (Ho & Salimans 2021, Algorithm 1, p_uncond), as
     ddpm_course.train does it: u = torch.rand(len(y), generator=generator); where u < p the label becomes
@@ -181,7 +164,7 @@ guided_eps = _GuidanceCheck(
     doc="guided_eps(eps_cond, eps_null, scale) -> eps_null + scale (eps_cond - eps_null): classifier-free "
         "guidance with s = 1 + w (Ho & Salimans 2021, eq. 6: (1 + w) eps_cond - w eps_null).")
 drop_labels = Check(
-    "drop_labels", _keeps_generator_state(_drop_labels_reference), _drop_labels_cases,
+    "drop_labels", keeps_generator_state(_drop_labels_reference), _drop_labels_cases,
     doc="drop_labels(y, p, null_label, generator) -> a new tensor: y with null_label where "
         "torch.rand(len(y), generator=generator) < p (label dropout for classifier-free guidance).")
 per_digit_accuracy = Check(
