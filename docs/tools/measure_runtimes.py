@@ -1,6 +1,6 @@
 """Measure how long each notebook takes to run, and record it in docs/runtimes.json.
 
-    python docs/tools/measure_runtimes.py [--mode fast|full] [--kind cpu_fast] [NN ...]
+    python docs/tools/measure_runtimes.py [--mode fast|full] [--kind cpu_fast] [--figures DIR] [NN ...]
 
 Each student notebook (notebooks/NN_*.ipynb, what a learner runs) is executed top to bottom by a fresh
 kernel, as "Restart kernel and run all" would, with DDPM_COURSE_FAST=1 in fast mode; the wall-clock time
@@ -8,7 +8,9 @@ from kernel start to the last cell is written to docs/runtimes.json under notebo
 "how": "measured", and the machine, date and load average go to the file's "measured_on". By default the
 figure is the kernel's CPU time (``--clock cpu``): on a shared, loaded machine the wall-clock time mostly
 measures waiting for a core, while the CPU time bounds what a machine of its own would take. The README
-course map (`make notebooks`) and docs/instructor_guide.md read these figures.
+course map (`make notebooks`) and docs/instructor_guide.md read these figures. With ``--figures DIR`` the
+notebooks' ``FIGURES`` parameter is set to DIR, so a full-mode run also saves the figures the course shows
+in fast mode (``dc.course.save_figure``), from exactly the notebook's own code.
 """
 
 from __future__ import annotations
@@ -43,12 +45,24 @@ _u = [_r.getrusage(w) for w in (_r.RUSAGE_SELF, _r.RUSAGE_CHILDREN)]
 print("KERNEL_CPU_SECONDS", sum(u.ru_utime + u.ru_stime for u in _u))"""
 
 
-def run(path: Path, timeout: int) -> tuple[float, float, list[str]]:
+def set_figures(nb, folder: Path) -> None:
+    """After the notebook's ``parameters`` cell, a cell that sets FIGURES = folder (papermill's way)."""
+    at = next((i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None)
+    if at is None:
+        raise ValueError("the notebook has no cell tagged 'parameters' to set FIGURES after")
+    import nbformat
+
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(f"FIGURES = {str(folder)!r}"))
+
+
+def run(path: Path, timeout: int, figures: Path | None = None) -> tuple[float, float, list[str]]:
     """(wall seconds, kernel CPU seconds, unexpected errors) of one top-to-bottom run by a fresh kernel."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    if figures is not None:
+        set_figures(nb, figures)
     nb.cells.append(nbformat.v4.new_code_cell(CPU_PROBE))
     start = time.monotonic()
     try:
@@ -74,8 +88,11 @@ def main() -> int:
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="record the kernel's CPU time (default: what a machine of its own would take, "
                          "at most, when other jobs share the cores) or the wall-clock time")
+    ap.add_argument("--figures", type=Path, default=None,
+                    help="set the notebooks' FIGURES parameter: save their full-mode figures there")
     args = ap.parse_args()
     kind = args.kind or f"cpu_{args.mode}"
+    figures = args.figures.resolve() if args.figures else None
     if args.mode == "fast":
         os.environ["DDPM_COURSE_FAST"] = "1"
     else:
@@ -87,7 +104,7 @@ def main() -> int:
     load_before = os.getloadavg()
     failed = 0
     for path in paths:
-        wall, cpu, errors = run(path, args.timeout)
+        wall, cpu, errors = run(path, args.timeout, figures)
         print(f"{path.relative_to(ROOT)}: wall {wall:.0f} s, kernel CPU {cpu:.0f} s "
               f"{'OK' if not errors else errors}", flush=True)
         if errors:
