@@ -224,7 +224,7 @@ def score(cell: Cell, images_u8: torch.Tensor, gen: dict) -> dict:
            "clipped_fraction": gen["clipped"] / images_u8.numel(),
            "clipped_far_fraction": gen.get("clipped_far", 0) / images_u8.numel()}
     out["class_shares"] = metrics.class_shares(x).tolist()      # the digits the classifier reads
-    inception = metrics.inception_score(x)                      # 10 chunks; cells before it have none
+    inception = metrics.inception_score(x, splits=min(10, len(x)))   # 10 chunks; older cells have none
     out["inception_score"], out["inception_score_std"] = inception.mean, inception.std
     if cell.kind == "cond":
         y = torch.arange(cell.n) % 10

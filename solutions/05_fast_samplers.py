@@ -18,8 +18,8 @@
 # speeds up the U-Net calls.
 #
 # **You will**
-# - rewrite sampling as an ordinary differential equation, the *probability-flow ODE*, and see that in
-#   σ-space it is simply dx̃/dσ = ε̂(x̃, σ);
+# - derive an ordinary differential equation from DDIM's update, dx̃/dσ = ε̂(x̃, σ) in σ-space, and see
+#   that it is the *probability-flow ODE* of the SDE view;
 # - show numerically that DDIM (η = 0) *is* Euler's method on that ODE;
 # - implement a step of Heun's second-order method (Karras et al. 2022, Algorithm 1) and the
 #   DPM-Solver++(2M) update (Lu et al. 2022, Algorithm 2); meet UniPC, which adds a corrector that costs no
@@ -78,42 +78,54 @@ sde_switches = (1.0, 0.3) if FAST else (2.0, 1.0, 0.5, 0.3)   # σ above which t
 s = dc.NoiseSchedule.linear()                     # the schedule of the course model (DDPM's linear β)
 
 # %% [markdown]
-# ## 1 · From a Markov chain to an ODE
+# ## 1 · From DDIM to an ODE
 #
-# DDPM samples by running a stochastic Markov chain backwards, one of T = 1000 steps at a time. Song et
-# al. (2021, *Score-based generative modeling through SDEs*) showed that the forward noising process is
-# the discretisation of a stochastic differential equation, and that there is a **deterministic** ODE
-# whose solutions have exactly the same marginal distributions p_t at every time, the *probability-flow
-# ODE* (**Song et al. 2021, eq. 13**):
+# DDPM samples by running a stochastic Markov chain backwards, one of T = 1000 steps at a time; DDIM
+# (notebook 04) showed that a deterministic update with η = 0 samples as well with far fewer steps. Why
+# that works becomes clear after a change of variables.
 #
-# $$\mathrm dx = \Big[f(x, t) - \tfrac12 g(t)^2\, \nabla_x \log p_t(x)\Big]\,\mathrm dt .$$
-#
-# Here f and g describe the forward noising as an SDE, dx = f(x, t) dt + g(t) dw (their **eq. 5**, w a
-# Brownian motion). DDPM's chain is the discretisation of their *variance-preserving* SDE (**eq. 11**):
-# f(x, t) = −½ β(t) x and g(t) = √β(t), with β(t) the continuous-time version of β_t (β(t/T) ≈ T β_t).
-# Start the ODE from noise x_T and integrate down to t = 0 with any ODE solver: you get a sample. The score
-# ∇ log p_t is what the network gives us, through ε̂ (notebook 03, §5: ∇ log p_t(x_t) = −ε̂/√(1 − ᾱ_t)).
-#
-# **σ-space.** The ODE becomes strikingly simple after a change of variables. Divide the state by √ᾱ:
+# **σ-space.** Divide the state by √ᾱ:
 #
 # $$\tilde x = \frac{x}{\sqrt{\bar\alpha}},\qquad \sigma = \sqrt{\frac{1-\bar\alpha}{\bar\alpha}},
 #   \qquad\text{so that}\qquad \tilde x = x_0 + \sigma\,\varepsilon .$$
 #
 # In x̃ the data is only ever *added* noise of standard deviation σ, no shrinking. (Notation: from here on σ
 # is this noise level, not the reverse-step standard deviation σ_t of notebooks 03–04; notebook 00's table
-# lists every σ.) Karras et al. (2022,
-# *Elucidating the design space*, EDM) write every diffusion model this way: their **eq. 4** is the
-# ODE for a scaled state x = s(t)·x̃ (here s = √ᾱ); for x̃ itself it reads dx̃/dσ = −σ ∇ log p(x̃; σ)
-# (their eq. 1 with σ(t) = t), and with the score written through the denoiser,
-# ∇ log p(x̃; σ) = (D(x̃, σ) − x̃)/σ² (**EDM eq. 3**), where D(x̃, σ) = x̃ − σ ε̂ is the predicted clean
-# sample x̂_0:
+# lists every σ.)
 #
-# $$\boxed{\ \frac{\mathrm d\tilde x}{\mathrm d\sigma} = \frac{\tilde x - D(\tilde x,\sigma)}{\sigma}
-#   = \hat\varepsilon(\tilde x, \sigma)\ }$$
+# **DDIM in σ-space.** Take DDIM's update with η = 0 (**DDIM eq. 12**), x_prev = √ᾱ_prev x̂_0 +
+# √(1 − ᾱ_prev) ε̂, and divide by √ᾱ_prev. With x̂_0 = x̃ − σ ε̂ (eq. 9 in σ-space):
 #
-# The slope of the trajectory *is* the predicted noise. Sampling = integrating this ODE from
-# σ_max ≈ 157 (t = T, for DDPM's linear schedule) down to σ = 0. Every sampler in this notebook is
+# $$\tilde x_{\rm prev} = \hat x_0 + \sigma_{\rm prev}\,\hat\varepsilon
+#   = (\tilde x - \sigma\,\hat\varepsilon) + \sigma_{\rm prev}\,\hat\varepsilon
+#   = \tilde x + (\sigma_{\rm prev} - \sigma)\,\hat\varepsilon(\tilde x, \sigma).$$
+#
+# The change of the state is the step in σ times ε̂. Divide by σ_prev − σ and let the steps shrink: DDIM is
+# the discretisation of an ordinary differential equation,
+#
+# $$\boxed{\ \frac{\mathrm d\tilde x}{\mathrm d\sigma} = \hat\varepsilon(\tilde x, \sigma)
+#   = \frac{\tilde x - D(\tilde x,\sigma)}{\sigma}\ }$$
+#
+# with D(x̃, σ) = x̃ − σ ε̂ the predicted clean sample x̂_0. The slope of the trajectory *is* the predicted
+# noise, and DDIM is **Euler's method** for it (§2 checks this numerically). Sampling = integrating this
+# ODE from σ_max ≈ 157 (t = T, for DDPM's linear schedule) down to σ = 0; every sampler in this notebook is
 # a different numerical method for the same ODE.
+#
+# **The same ODE from the SDE view.** Song et al. (2021, *Score-based generative modeling through SDEs*)
+# reached it from the other side. The forward noising is a stochastic differential equation,
+# dx = f(x, t) dt + g(t) dw (their **eq. 5**, w a Brownian motion); DDPM's chain discretises their
+# *variance-preserving* SDE (**eq. 11**), f(x, t) = −½ β(t) x and g(t) = √β(t), with β(t) the
+# continuous-time version of β_t (β(t/T) ≈ T β_t). For every such SDE there is a deterministic ODE whose
+# solutions have exactly the same marginals p_t at every time, the *probability-flow ODE* (**eq. 13**):
+#
+# $$\mathrm dx = \Big[f(x, t) - \tfrac12 g(t)^2\, \nabla_x \log p_t(x)\Big]\,\mathrm dt ,$$
+#
+# with the score ∇ log p_t = −ε̂/√(1 − ᾱ_t) from the network (notebook 03, §5). Karras et al. (2022,
+# *Elucidating the design space*, EDM) rewrite it for any schedule: their **eq. 4** is the ODE for a scaled
+# state x = s(t)·x̃ (here s = √ᾱ); for x̃ itself it reads dx̃/dσ = −σ ∇ log p(x̃; σ) (their eq. 1 with
+# σ(t) = t), and with the score through the denoiser, ∇ log p(x̃; σ) = (D(x̃, σ) − x̃)/σ² (**EDM eq. 3**),
+# that is the boxed equation again. So DDIM's deterministic sampler solves the probability-flow ODE, and
+# its samples have DDPM's marginals when the steps are small. Section 7 returns to the SDE itself.
 #
 # Below: the ODE's trajectories for 2-D data, a mixture of eight Gaussians, with the exact denoiser of
 # `dc.toy` (no network, so no model error). Deterministic paths that never cross carry the Gaussian
@@ -133,17 +145,10 @@ plt.show()
 # %% [markdown]
 # ## 2 · DDIM is Euler's method in σ-space
 #
-# Take DDIM's update with η = 0 (**DDIM eq. 12**, notebook 04),
-# x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev) ε̂, and divide by √ᾱ_prev:
-#
-# $$\tilde x_{\rm prev} = \hat x_0 + \sigma_{\rm prev}\,\hat\varepsilon
-#   = (\tilde x - \sigma\,\hat\varepsilon) + \sigma_{\rm prev}\,\hat\varepsilon
-#   = \tilde x + (\sigma_{\rm prev} - \sigma)\,\hat\varepsilon(\tilde x, \sigma).$$
-#
-# That is one **Euler step** of dx̃/dσ = ε̂ with step size σ_prev − σ. The package has both samplers,
-# written independently: `ddim_sample` in DDIM's notation, `euler_sample` in σ-space. If the algebra is
-# right they agree to rounding error on every step schedule. We test it with the (nonlinear) mixture
-# denoiser in float64:
+# Section 1 derived it; the package lets us check it. It has both samplers, written independently:
+# `ddim_sample` in DDIM's notation (eq. 12), `euler_sample` as Euler steps of dx̃/dσ = ε̂ in σ-space. If the
+# algebra is right they agree to rounding error on every step schedule. We test it with the (nonlinear)
+# mixture denoiser in float64:
 
 # %%
 for spacing in ("leading", "trailing", "linspace", "karras"):
