@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="a class index, 'all' (cycle through the classes) or 'none' (unconditional)")
     sm.add_argument("--guidance-scale", type=float, default=1.0,
                     help="classifier-free guidance scale s = 1 + w (1 = off)")
+    sm.add_argument("--x0-clip", default="none", choices=["none", "static", "dynamic"],
+                    help="keep the predicted x0 in [-1, 1]: clip (static) or Imagen's thresholding (dynamic)")
 
     d = sub.add_parser("demo",
                        help="offline: DDPM (1000) vs DDIM (50) vs DPM-Solver++ (10) on the shipped model")
@@ -249,7 +251,7 @@ def _labels(label: str, n: int, model) -> torch.Tensor | None:
 
 
 def _draw(model, s, sampler, steps, n, seed, y, guidance_scale=1.0, spacing="leading", eta=0.0,
-          progress=False, prediction="eps"):
+          progress=False, prediction="eps", x0_clip=None):
     """One batch of samples with its wall time and NFE (same x_T for the same seed)."""
     from .samplers import sample
 
@@ -260,7 +262,8 @@ def _draw(model, s, sampler, steps, n, seed, y, guidance_scale=1.0, spacing="lea
     start = time.perf_counter()
     x0, info = sample(model, s, x_T, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
                       generator=g, progress=progress, y=None if y is None else y.to(dev),
-                      guidance_scale=guidance_scale, prediction=prediction, return_info=True)
+                      guidance_scale=guidance_scale, prediction=prediction, x0_clip=x0_clip,
+                      return_info=True)
     return x0.clamp(-1, 1).cpu(), time.perf_counter() - start, info.nfe
 
 
@@ -279,7 +282,8 @@ def cmd_sample(a) -> int:
     shipped = pretrained.manifest(a.weights) if a.weights in pretrained.available("unet") else {}
     prediction = shipped.get("sampling", {}).get("prediction", "eps")       # distilled students predict v
     x0, secs, nfe = _draw(model, s, a.sampler, a.steps, a.n, a.seed, y, a.guidance_scale, a.spacing, a.eta,
-                          progress=True, prediction=prediction)
+                          progress=True, prediction=prediction,
+                          x0_clip=None if a.x0_clip == "none" else a.x0_clip)
     nrow = 10 if a.label == "all" and a.n >= 10 else max(1, math.ceil(math.sqrt(a.n)))
     big = torch.nn.functional.interpolate(x0, scale_factor=a.scale, mode="nearest")     # pixels as blocks
     save_image((big + 1) / 2, a.out, nrow=nrow, padding=2 * a.scale)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_course import cli
+from ddpm_course import cli, samplers
 from ddpm_course.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,3 +150,18 @@ def test_demo_writes_its_figure_and_table(tmp_path, capsys):
     assert "1000  1000" in text and "  50    50" in text and "  10    10" in text
     assert Image.open(out).size[0] > 600
     assert "U-Net calls on a batch of 2, about" in text and "one call takes" in text
+
+
+def test_sample_x0_clip_reaches_the_sampler(tiny_checkpoint, tmp_path, monkeypatch):
+    seen = []
+    real = samplers.EpsModel.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("x0_clip"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(samplers.EpsModel, "__init__", spy)
+    for how in ("none", "static", "dynamic"):
+        assert cli.main(["sample", "--weights", str(tiny_checkpoint), "--steps", "2", "--n", "2",
+                         "--x0-clip", how, "--out", str(tmp_path / "g.png")]) == 0
+    assert seen == [None, "static", "dynamic"]
