@@ -32,11 +32,11 @@
 # | 03 | DDPM ancestral sampling: the posterior, β vs β̃, trajectories, the score and Tweedie's formula | posterior mean/variance, one reverse step, the score by finite differences |
 # | 04 | DDIM: η, determinism, step skipping, inversion and interpolation | the DDIM step, the whole DDIM sampler, slerp |
 # | 05 | fast samplers: the probability-flow ODE, Euler/Heun in σ-space, DPM-Solver++(2M), UniPC, step schedules, measured order, the SDE view and stochastic samplers | a Heun step, the DPM-Solver++ update, the Karras schedule, the Euler-ancestral step |
-# | 06 | evaluation: classifier FID/KID, the Inception Score, quality vs number of steps, timing | the Fréchet distance, the unbiased MMD² (KID), the Inception Score |
+# | 06 | evaluation: classifier FID/KID, the Inception Score, quality vs number of steps, timing | the Fréchet distance, the unbiased MMD² (KID), the Inception Score, the cost per network call |
 # | 07 | few-step generation: distilling the course model | the two-step teacher, the distillation target, the loss weight |
 # | 08 | class-conditional generation and classifier-free guidance | label dropout, the guided ε, per-digit accuracy |
 #
-# 25 exercises in all, each with a check.
+# 26 exercises in all, each with a check.
 #
 # Every notebook lists its objectives and run time at the top and ends with a summary.
 

@@ -27,10 +27,12 @@
 # - read the committed study of quality versus the number of network evaluations (NFE) for every
 #   sampler, with error bars and wall time, and DDIM's Table 1 at MNIST scale beside the paper's;
 # - recompute a small slice of that study live;
-# - label the ways sampling fails at too few steps (blur, artefacts, collapse), each with its own measure.
+# - label the ways sampling fails at too few steps (blur, artefacts, collapse), each with its own measure;
+# - measure what sampling costs: time against NFE (a cost C per network call), throughput and peak memory
+#   against batch size.
 #
 # **Exercises:** 6.1 the Fréchet distance · 6.2 the unbiased MMD² with the cubic kernel · 6.3 the Inception
-# Score.
+# Score · 6.4 the cost of one network call from timings.
 #
 # **Prerequisites:** notebooks 03–05 (the samplers); mean and covariance of a data set; the idea of a
 # matrix square root (C^½ C^½ = C).
@@ -600,6 +602,92 @@ if study is not None:
 # number; the gallery and the histogram say which failure it is.
 
 # %% [markdown]
+# ## What sampling costs: time, throughput and memory
+#
+# Quality is half of the trade-off; cost is the other. Each step of a sampler calls the network once (twice
+# with guidance) and does a little arithmetic besides, so the time of one sampling run on a batch is
+#
+# $$t(\mathrm{NFE}) \approx t_0 + C\cdot\mathrm{NFE},$$
+#
+# with C the time of one network call on the batch and t₀ a fixed overhead: cost is O(NFE · C), which for
+# DDPM's 1000 steps is O(T · C). Memory is O(parameters + B × activations): the weights once, plus what one
+# forward pass keeps alive for each image of the batch (no gradients are stored while sampling).
+#
+# ### Exercise 6.4 — the cost of one network call from timings
+#
+# Write `fit_cost(nfe, seconds)`: given measured sampling times at several NFE (numbers, lists or 1-D
+# tensors), return (t₀, C) of the least-squares line, C = cov(NFE, t)/var(NFE) and t₀ = mean(t) − C·mean(NFE).
+
+# %% tags=["exercise"]
+def fit_cost(nfe, seconds):
+    """Least squares seconds = t0 + C · nfe: returns (t0, C)."""
+    ### BEGIN SOLUTION
+    x = torch.as_tensor(nfe, dtype=torch.float64)
+    y = torch.as_tensor(seconds, dtype=torch.float64)
+    C = ((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).pow(2).sum()
+    return float(y.mean() - C * x.mean()), float(C)
+    ### END SOLUTION
+
+
+# %%
+fit_cost = dc.checks.fit_cost(fit_cost)
+
+# %% [markdown]
+# A small timing of your own, on this machine: DDIM on a batch of 16 digits at a few NFE, timed with
+# `dc.metrics.Timer` (which waits for a GPU to finish), then your fit.
+
+# %%
+x_T_cost = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(9)).to(device)
+cost_nfes = (1, 2, 4, 8) if FAST else (1, 2, 5, 10, 20)
+times = []
+for k in cost_nfes:
+    with dc.metrics.Timer() as timer:
+        dc.sample(model, s, x_T_cost, sampler="ddim", steps=k, spacing="trailing")
+    times.append(timer.seconds)
+t0_fit, C_fit = fit_cost(cost_nfes, times)
+print("NFE:     " + " ".join(f"{k:7d}" for k in cost_nfes))
+print("seconds: " + " ".join(f"{t:7.3f}" for t in times))
+print(f"fit: t0 = {1e3 * t0_fit:.1f} ms, C = {1e3 * C_fit:.1f} ms per call on 16 images "
+      f"({1e3 * C_fit / 16:.2f} ms per image and call) on {device}")
+
+# %% [markdown]
+# The committed benchmark (`benchmarks/cost_memory.py`, measured on an idle core of the course's CPU machine)
+# measures the same line on a batch of 64, the throughput against batch size, and the peak memory of a fresh
+# process against batch size:
+
+# %%
+cost_path = dc.course.course_file("benchmarks/results/cost_memory.json")
+if cost_path is None:
+    print("benchmarks/results/cost_memory.json is not here (a pip install without the repository)")
+else:
+    cost = json.loads(cost_path.read_text())
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    k = np.array([r["nfe"] for r in cost["nfe_rows"]])
+    axes[0].plot(k, [r["seconds"] for r in cost["nfe_rows"]], "o", label="measured")
+    axes[0].plot(k, cost["fit"]["t0_s"] + cost["fit"]["C_s_per_call"] * k, "--",
+                 label=f"t₀ + C·NFE, C = {1e3 * cost['fit']['C_s_per_call']:.0f} ms")
+    axes[0].set(xlabel="NFE", ylabel="seconds", title=f"time of one run, batch {cost['batch']}")
+    b = [r["batch"] for r in cost["batch_rows"]]
+    axes[1].plot(b, [r["images_per_s"] for r in cost["batch_rows"]], "o-")
+    axes[1].set(xscale="log", xlabel="batch size", ylabel="images / s",
+                title=f"throughput at NFE {cost['throughput_nfe']}")
+    mb = [r["batch"] for r in cost["memory_rows"]]
+    axes[2].plot(mb, [r["extra_bytes"] / 2**20 for r in cost["memory_rows"]], "o-", label="activations (measured)")
+    axes[2].axhline(cost["parameter_bytes"] / 2**20, color="gray", ls="--", label="the weights (fp32)")
+    axes[2].set(xscale="log", yscale="symlog", xlabel="batch size", ylabel="MiB above batch 1",
+                title="peak memory of one sampling step")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+    print(f"{cost['parameters'] / 1e6:.2f} M parameters = {cost['parameter_bytes'] / 2**20:.1f} MiB; activations "
+          f"{cost['activation_bytes_per_image'] / 2**10:.0f} KiB per image; C = "
+          f"{cost['fit']['C_ms_per_image_call']:.2f} ms per image and call ({cost['device']}, {cost['threads']} "
+          f"thread(s); {cost['machine']})")
+
+# %% [markdown]
 # ## Summary
 #
 # - FID = ‖μ₁ − μ₂‖² + Tr(C₁ + C₂ − 2(C₁C₂)^½) between Gaussians fitted to network features (Heusel et
@@ -613,6 +701,8 @@ if study is not None:
 #   each sampler's bookkeeping.
 # - Too few steps fail in recognisable ways: **blur** (sharpness < 1), **artefacts** (sharpness > 1,
 #   saturated pixels) and **collapse** (diversity < 1, one class taking over); measure each beside FID.
+# - Cost is O(NFE · C) plus a small overhead, and memory O(parameters + batch × activations): fit C from
+#   timings, and pick the batch size by throughput and peak memory (`benchmarks/cost_memory.py`).
 # - The **Inception Score** rewards confident, varied classes and never looks at real data: ten memorised
 #   digits score 10. Report it beside FID, never instead.
 # - DDIM's Table 1 on MNIST: where the model is nearly exact (class-conditional samples) η = 0 wins at

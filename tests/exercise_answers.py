@@ -190,6 +190,13 @@ def inception_score_loops(p_yx):               # entropy form: H(mean p) − mea
     return math.exp(h_y - sum(h_yx) / len(h_yx))
 
 
+def fit_cost_lstsq(nfe, seconds):                 # numpy's polynomial fit of degree 1
+    import numpy as np
+
+    C, t0 = np.polyfit(np.asarray(nfe, dtype=float), np.asarray(seconds, dtype=float), 1)
+    return float(t0), float(C)
+
+
 # --- notebook 07 --------------------------------------------------------------------------------------------
 def two_ddim_steps_mine(x0_fn, z_t, ab_t, ab_mid, ab_next):
     z = z_t
@@ -256,6 +263,7 @@ INDEPENDENT = {
     "frechet_distance": (frechet_scipy,),
     "mmd2_unbiased": (mmd2_loops,),
     "inception_score": (inception_score_loops,),
+    "fit_cost": (fit_cost_lstsq,),
     "two_ddim_steps": (two_ddim_steps_mine,),
     "distill_target": (distill_target_mine,),
     "loss_weight": (loss_weight_mine,),

@@ -22,7 +22,7 @@ IN_NOTEBOOK_ORDER = [
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd",                # 03
     "ddim_step", "ddim_sampler", "slerp",                                           # 04
     "heun_step", "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step",        # 05
-    "frechet_distance", "mmd2_unbiased", "inception_score",                         # 06
+    "frechet_distance", "mmd2_unbiased", "inception_score", "fit_cost",             # 06
     "two_ddim_steps", "distill_target", "loss_weight",                              # 07
     "drop_labels", "guided_eps", "per_digit_accuracy",                              # 08
 ]
@@ -161,9 +161,12 @@ def _generic_mistakes(name):
     first = _first_result(check)
     args = check.cases()[0].args
     arg = next((i for i, a in enumerate(args) if isinstance(a, torch.Tensor)), None)   # None: numbers only
-    number = isinstance(first, float)
+    numbers = isinstance(first, tuple) and all(isinstance(v, float) for v in first)     # e.g. (t0, C)
+    number = isinstance(first, float) or numbers
+    none = "expected a number, got None" if isinstance(first, float) else \
+        "got None (did you forget `return`?)"
     mistakes = [
-        ("returns None", "expected a number, got None" if number else "got None (did you forget `return`?)"),
+        ("returns None", none),
         ("raises", "raised ZeroDivisionError: oops"),
         *([("changes its input", f"changed its argument {arg + 1} in place")] if arg is not None else []),
         ("one value off", "wrong value: expected" if number else "values differ"),
@@ -208,7 +211,9 @@ def test_a_generic_mistake_is_named_on_the_first_case(name, mistake, message):
     msg = str(info.value)
     assert msg.startswith(f"{name}({check.cases()[0].label})"), msg
     assert message in msg, msg
-    if mistake == "one value off" and not isinstance(_first_result(check), float):
+    first = _first_result(check)
+    if mistake == "one value off" and not isinstance(first, float) and not (
+            isinstance(first, tuple) and all(isinstance(v, float) for v in first)):
         assert re.search(r"wrong value at index \(.*\): expected .*, got .*; 1 of \d+ values differ", msg)
     assert "Hint" not in msg and f"the exercise: {check.__doc__}" in msg
 

@@ -65,7 +65,7 @@ from .nb05_fast_samplers import (
 from .nb05_fast_samplers import _dpmpp_2m_update_reference as _dpmpp_2m_update_reference  # for tests
 from .nb05_fast_samplers import _euler_ancestral_step_reference as _euler_ancestral_step_reference
 from .nb05_fast_samplers import _heun_step_reference as _heun_step_reference
-from .nb06_evaluation import frechet_distance, inception_score, mmd2_unbiased
+from .nb06_evaluation import fit_cost, frechet_distance, inception_score, mmd2_unbiased
 from .nb07_few_step import distill_target, loss_weight, two_ddim_steps
 from .nb08_guidance import GuidedWith, class_mixture, drop_labels, guided_eps, per_digit_accuracy
 
@@ -85,6 +85,6 @@ __all__ = [
     "snr", "alpha_bars", "q_sample", "log_snr", "simple_loss", "timestep_embedding",
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd", "ddim_step", "ddim_sampler", "slerp",
     "heun_step", "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step", "frechet_distance",
-    "mmd2_unbiased", "inception_score", "two_ddim_steps", "distill_target", "loss_weight", "drop_labels",
-    "guided_eps", "per_digit_accuracy",
+    "mmd2_unbiased", "inception_score", "fit_cost", "two_ddim_steps", "distill_target", "loss_weight",
+    "drop_labels", "guided_eps", "per_digit_accuracy",
 ]

@@ -1,4 +1,5 @@
-"""Checks of notebook 06 (evaluation): frechet_distance, mmd2_unbiased and inception_score (from p(y | x))."""
+"""Checks of notebook 06 (evaluation): frechet_distance, mmd2_unbiased, inception_score (from p(y | x)) and
+fit_cost (the cost per network call from timings)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,30 @@ def _inception_score_slip(student_fn) -> str:
     return ""
 
 
+def _fit_cost_reference(nfe, seconds) -> tuple[float, float]:
+    """Least squares t = t₀ + C·NFE over the measurements: (t₀, C), the fixed overhead and the cost of one
+    network call (the normal equations of a straight-line fit)."""
+    x = torch.as_tensor(nfe, dtype=torch.float64)
+    y = torch.as_tensor(seconds, dtype=torch.float64)
+    C = float(((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).pow(2).sum())
+    return float(y.mean()) - C * float(x.mean()), C
+
+
+def _fit_cost_cases() -> list[Case]:
+    g = _gen(63)
+    nfe = [1, 2, 5, 10, 20, 50]
+    jitter = torch.randn(6, generator=g, dtype=torch.float64).tolist()
+    noisy = [0.02 + 0.011 * k + 0.002 * e for k, e in zip(nfe, jitter, strict=True)]
+    return [
+        case("an exact line: t = 0.05 + 0.01 NFE, lists", nfe, [0.05 + 0.01 * k for k in nfe]),
+        case("noisy timings, lists of 6", nfe, noisy),
+        case("float64 tensors, two points only", torch.tensor([10.0, 30.0], dtype=torch.float64),
+             torch.tensor([1.5, 4.0], dtype=torch.float64)),
+        case("no overhead at all: t = 0.2 NFE, tensors", torch.tensor([5.0, 10.0, 20.0]),
+             torch.tensor([1.0, 2.0, 4.0])),
+    ]
+
+
 frechet_distance = Check(
     "frechet_distance", _frechet_distance_reference, _frechet_distance_cases,
     doc="frechet_distance(mu1, cov1, mu2, cov2) -> float: |mu1 - mu2|^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)), "
@@ -125,4 +150,10 @@ inception_score = _ISCheck(
         "with 0 log 0 = 0 (Salimans et al. 2016).")
 
 
-CHECKS = (frechet_distance, mmd2_unbiased, inception_score)   # in notebook order: ddpm_course.checks.ALL
+fit_cost = Check(
+    "fit_cost", _fit_cost_reference, _fit_cost_cases, outputs=("t0", "C"),
+    doc="fit_cost(nfe, seconds) -> (t0, C): the least-squares line seconds = t0 + C * nfe (C = cov(nfe, "
+        "seconds) / var(nfe), t0 = mean(seconds) - C * mean(nfe)); numbers, lists or 1-D tensors in.")
+
+
+CHECKS = (frechet_distance, mmd2_unbiased, inception_score, fit_cost)   # notebook order: checks.ALL
