@@ -42,10 +42,13 @@ def point_id(weights: str) -> tuple[str, dict]:
         ck = load_checkpoint(weights)
         cfg = ck["config"]
         recipe = {k: cfg.get(k) for k in ("batch_size", "lr", "warmup", "lr_schedule", "loss_weighting",
-                                            "min_snr_gamma", "label_dropout", "ema_decay", "steps", "seed")}
+                                            "min_snr_gamma", "label_dropout", "ema_decay", "steps", "seed",
+                                            "init_from")}
+        init = cfg.get("init_from") or ""                   # a fine-tune continues the curve of its start
+        before = pretrained.manifest(init).get("images_seen", 0) if init in pretrained.available() else 0
         return pretrained.sha256(weights), {
             "run": Path(weights).parent.name, "step": ck["step"],
-            "images_seen": ck.get("images_seen", ck["step"] * cfg["batch_size"]),
+            "images_seen": before + ck.get("images_seen", ck["step"] * cfg["batch_size"]),
             "wall_time_s": ck.get("wall_time"), "recipe": recipe, "command": cfg.get("command", "")}
     meta = pretrained.manifest(weights)
     return meta["sha256"], {
@@ -106,8 +109,9 @@ def recipe_label(rec: dict) -> str:
     r = rec["recipe"]
     loss = "min-SNR-5" if r.get("loss_weighting") == "min_snr" else "simple loss"
     sched = "cosine" if r.get("lr_schedule") == "cosine" else "constant lr"
+    tuned = f", fine-tuned from `{r['init_from']}` (images seen include its)" if r.get("init_from") else ""
     return (f"{rec['run']}: batch {r['batch_size']}, lr {r['lr']:g} {sched}, {loss}, "
-            f"label dropout {r['label_dropout']:g}")
+            f"label dropout {r['label_dropout']:g}{tuned}")
 
 
 COLUMNS = " ".join("""
