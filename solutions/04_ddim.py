@@ -23,6 +23,7 @@
 #   DDPM and η = 0 a deterministic sampler;
 # - skip steps: leading, trailing and linspace timestep spacings, and a bug to avoid in one library;
 # - see that the same x_T gives the same image at any number of steps (η = 0);
+# - keep the predicted x̂_0 in range with clipping or Imagen's dynamic thresholding, and measure both;
 # - run the sampler backwards — **DDIM inversion** — measure the reconstruction error, and interpolate
 #   between two real digits with spherical interpolation of their latents;
 # - play with η and the number of steps in an interactive explorer.
@@ -32,6 +33,7 @@
 # **Prerequisites:** notebook 03 (the posterior q(x_{t−1} | x_t, x_0), ancestral sampling, β̃_t).
 
 # %%
+import json
 import math
 
 import matplotlib.pyplot as plt
@@ -380,6 +382,46 @@ for seed in (1, 2):
 fig = dc.viz.show_grid(torch.cat(rows), nrow=n_digits, size=8)
 fig.axes[0].set_title("rows: " + "; ".join(names), fontsize=8)
 plt.show()
+
+# %% [markdown]
+# ### Keeping x̂_0 in range: clipping and dynamic thresholding
+#
+# Every step predicts the clean image x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t (eq. 9) and moves towards it. Early
+# in sampling, at large t, that prediction divides by a small √ᾱ_t and can land far outside the data range
+# [−1, 1]; an imperfect network makes it worse. Two standard remedies act on x̂_0 before the step uses it:
+#
+# - **static clipping**: x̂_0 ← clip(x̂_0, −1, 1). DDPM's reference code does it at every step, and it is the
+#   default of diffusers' DDPM and DDIM schedulers (`clip_sample=True`);
+# - **dynamic thresholding** (Saharia et al. 2022, *Imagen*, §2.3): per sample, take s = the 99.5th
+#   percentile of |x̂_0|, s ← max(s, 1), and set x̂_0 ← clip(x̂_0, −s, s)/s. Saturated pixels are pulled
+#   inwards instead of piling up at ±1; Imagen needs it at high guidance scales, which push x̂_0 far out.
+#
+# Either way the step then uses the ε̂ that goes with the new x̂_0 for the same x_t,
+# ε̂ = (x_t − √ᾱ_t x̂_0)/√(1 − ᾱ_t), so the two predictions stay consistent. In the package this is one
+# option of every sampler, `dc.sample(..., x0_clip="static" | "dynamic")` (checked step for step against
+# diffusers). Five unconditional DDIM steps from one x_T, with the range of the first x̂_0:
+
+# %%
+clip_rows, clip_names = [], []
+for how in (None, "static", "dynamic"):
+    x0, info = dc.sample(model, s_mnist, x_T_img, sampler="ddim", steps=5, x0_clip=how, return_info=True)
+    first_x0 = info.trajectory[0][1]
+    clip_rows.append(x0.clamp(-1, 1).cpu())
+    clip_names.append(f"x0_clip={how}")
+    print(f"x0_clip={str(how):8s} first x̂_0 in [{first_x0.min():6.2f}, {first_x0.max():5.2f}]; final pixels "
+          f"outside [−1, 1]: {(x0.abs() > 1 + 2 / 255).float().mean():.1%}")
+fig = dc.viz.show_grid(torch.cat(clip_rows), nrow=n_digits, size=8)
+fig.axes[0].set_title("DDIM, 5 steps, unconditional; rows: " + ", ".join(clip_names), fontsize=10)
+plt.show()
+
+clip_path = dc.course.course_file("benchmarks/results/x0_clipping.json")
+if clip_path is not None:
+    clip_study = json.loads(clip_path.read_text())
+    print(f"benchmarks/x0_clipping.py, n = {clip_study['n']} unconditional digits per cell "
+          f"(real-vs-real FID {np.mean(clip_study['floor_fid']):.2f}):")
+    for r in clip_study["rows"]:
+        print(f"  {r['sampler']:>9} [{r['spacing']}] {r['steps']:2d} steps, x0_clip={str(r['x0_clip']):8s} "
+              f"FID {r['fid']:6.2f}   pixels outside [−1, 1] {r['clipped_far_fraction']:6.1%}")
 
 # %% [markdown]
 # ## 5 · DDIM inversion: from an image back to its noise
