@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 05 · Fast samplers: the probability-flow ODE, Heun, DPM-Solver++ and step schedules
+# # 05 · Fast samplers: the probability-flow ODE, Heun, DPM-Solver++, UniPC, step schedules and the SDE view
 #
 # **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
 # (≈ marks an estimate; how each was measured: docs/runtimes.json). Nothing trains here: the GPU only
