@@ -108,6 +108,20 @@ RECIPE_KEYS = ("lr", "warmup", "lr_schedule", "loss_weighting", "min_snr_gamma",
                "weight_decay", "ema_decay", "seed")
 
 
+def _fine_tuned_from(init: str) -> dict:
+    """Manifest entries of a fine-tuning run (train's init_from): what it started from, and the images seen
+    in all (the start's own and the fine-tune's); empty for a run from random weights."""
+    if not init:
+        return {}
+    entry = {"init_from": init}
+    if init in available():
+        start = manifest(init)
+        entry.update(init_sha256=start["sha256"], init_images_seen=start.get("images_seen", 0))
+    else:
+        entry["init_sha256"] = sha256(init)
+    return entry
+
+
 def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = None,
            command: str | None = None, extra: dict | None = None) -> Path:
     """Write the EMA weights of a training checkpoint as ``<name>.safetensors`` plus ``<name>.json``
@@ -146,6 +160,7 @@ def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = N
         "images_seen": ckpt["step"] * cfg["batch_size"],
         "recipe": {k: cfg[k] for k in RECIPE_KEYS if k in cfg},
         "machine": ckpt.get("machine", "not recorded in the checkpoint"),
+        **_fine_tuned_from(cfg.get("init_from") or ""),
         **(extra or {}),
     }
     path = folder / f"{name}.json"

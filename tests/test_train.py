@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 import signal
@@ -286,3 +287,15 @@ def test_init_from_fine_tunes_from_given_weights(tmp_path):
         train(tiny_cfg(init_from="mnist"), tmp_path / "bad", data=data, device=CPU, progress=False)
     with pytest.raises(ValueError, match="init_from must be a shipped diffusion model"):
         train(tiny_cfg(init_from="no_such_model"), tmp_path / "bad2", data=data, device=CPU, progress=False)
+
+
+def test_export_of_a_fine_tune_names_its_start(tmp_path):
+    from ddpm_course import pretrained
+
+    data = tiny_data()
+    base = train(tiny_cfg(), tmp_path / "base", data=data, device=CPU, progress=False)
+    ft = train(tiny_cfg(init_from=str(base)), tmp_path / "ft", data=data, device=CPU, progress=False)
+    meta = json.loads(pretrained.export(ft, "tuned", tmp_path / "w").read_text())
+    assert meta["init_from"] == str(base) and meta["init_sha256"] == pretrained.sha256(base)
+    plain = json.loads(pretrained.export(base, "plain", tmp_path / "w").read_text())
+    assert "init_from" not in plain
