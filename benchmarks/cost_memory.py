@@ -9,10 +9,10 @@ guidance), each written to benchmarks/results/cost_memory.{json,md} (notebook 06
 2. **Throughput against batch size.** Images per second at a fixed NFE for B ∈ {1, 4, 16, 64, 256}: small
    batches leave the hardware idle, large ones saturate it.
 3. **Peak memory against batch size.** Each batch size runs in a fresh process that loads the model and
-   takes one sampling step; its peak resident memory (``ru_maxrss`` on CPU, ``max_memory_allocated`` on
-   CUDA) minus that of the same process at B = 1 is the memory the batch needs. The slope per image is the
-   activation memory of one forward pass; the weights (parameters × 4 bytes) are a constant beside it:
-   memory is O(parameters + B × activations per image).
+   takes one sampling step; the peak memory of that step (resident set on Linux, measured from a reset
+   high-water mark, ``max_memory_allocated`` on CUDA) minus the same at B = 1 is the memory the batch
+   needs. The slope per image is the activation memory of one forward pass; the weights (parameters ×
+   4 bytes) are a constant beside it: memory is O(parameters + B × activations per image).
 
 Run:  .venv/bin/python benchmarks/cost_memory.py [--device cpu] [--threads 1] [--batch 64] [--repeats 3]
       (about 5 CPU minutes at one thread; the figures in the course were measured on an otherwise idle
@@ -63,23 +63,38 @@ def fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
 
 MEMORY_PROBE = """
 import resource, sys, torch, ddpm_course as dc
+from pathlib import Path
 batch, device = int(sys.argv[1]), torch.device(sys.argv[2])
 model, s = dc.load_pretrained("mnist", device=device)
 x = torch.randn(batch, 1, 28, 28, device=device)
 y = torch.arange(batch, device=device) % 10
+status = Path("/proc/self/status")
+
+def kib(field):
+    return next(int(l.split()[1]) for l in status.read_text().splitlines() if l.startswith(field))
+
 if device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
+elif status.exists():
+    Path("/proc/self/clear_refs").write_text("5")   # Linux: reset the peak RSS to the current RSS
+    base = kib("VmRSS:") * 1024
+else:
+    base = 0
 dc.sample(model, s, x, sampler="ddim", steps=1, y=y)
 if device.type == "cuda":
     print(torch.cuda.max_memory_allocated(device) - base)
+elif status.exists():
+    print(kib("VmHWM:") * 1024 - base)                # the sampling step's own peak
 else:
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)   # kilobytes on Linux
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)   # whole-process peak
 """
 
 
 def peak_memory(batch: int, device: str, threads: int) -> int:
-    """Peak memory (bytes) of a fresh process that takes one sampling step on ``batch`` images."""
+    """Peak memory (bytes) that one sampling step on ``batch`` images adds, in a fresh process: on Linux the
+    resident-set high-water mark is reset after the model loads (``/proc/self/clear_refs``), on CUDA the
+    allocator's peak; elsewhere the whole process's peak (``ru_maxrss``)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(batch), device], capture_output=True,
                          text=True, env=env, check=True)
@@ -113,7 +128,7 @@ def main(argv=None) -> None:
     base = mem_rows[0]["peak_bytes"]
     for r in mem_rows:
         r["extra_bytes"] = r["peak_bytes"] - base
-        print(f"batch {r['batch']:5d}: peak {r['peak_bytes'] / 2**20:8.1f} MiB "
+        print(f"batch {r['batch']:5d}: step peak {r['peak_bytes'] / 2**20:8.1f} MiB "
               f"(+{r['extra_bytes'] / 2**20:.1f})", flush=True)
     _, per_image = fit_line([r["batch"] for r in mem_rows], [r["extra_bytes"] for r in mem_rows])
     meta = dc.pretrained.manifest("mnist")
@@ -140,7 +155,7 @@ def main(argv=None) -> None:
               "|---:|---:|"]
     lines += [f"| {r['batch']} | {r['images_per_s']:.1f} |" for r in batch_rows]
     lines += ["", "## Peak memory against batch size (one sampling step, fresh process)", "",
-              "| batch | peak (MiB) | above batch 1 (MiB) |", "|---:|---:|---:|"]
+              "| batch | the step's peak (MiB) | above batch 1 (MiB) |", "|---:|---:|---:|"]
     lines += [f"| {r['batch']} | {r['peak_bytes'] / 2**20:.1f} | {r['extra_bytes'] / 2**20:.1f} |"
               for r in mem_rows]
     lines += ["", f"Slope: {per_image / 2**10:.0f} KiB per image (activations of one forward pass), against "
