@@ -642,8 +642,9 @@ plt.show()
 # faithfully onto the data. The well-resolved SDE samplers (DDPM with 1000 steps, DPM-Solver++(2M) SDE with
 # 200) land close to 0.20 for every σ_switch down to 0.5 and much closer than the ODE below: under σ_switch
 # the model is right, and the noise they inject there lets them forget what happened above. That forgetting
-# is paid for in steps: Euler ancestral with 50 steps is biased the other way (too narrow), a discretisation
-# error of its own, which is why stochastic samplers are usually run with more steps than ODE solvers.
+# is paid for in steps: Euler ancestral with 50 steps is off in its own way (too narrow, 0.18, where the
+# model errs only above σ = 1), a first-order discretisation error of its own, which is why stochastic
+# samplers are usually run with more steps than ODE solvers.
 #
 # The course model shows the same trade-off, measured on 1,000 unconditional digits per cell by
 # `benchmarks/quality_vs_nfe.py` (notebook 06 explains FID; "–" marks a cell the study did not run). Read
