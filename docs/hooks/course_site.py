@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -90,7 +91,9 @@ def on_config(config):
 
 EXECUTED = ROOT / "build" / "site-notebooks"  # executed copies: FOLDER/NAME.ipynb, and .cache/SHA.ipynb
 CELL_TIMEOUT_S = 900                           # a cell that runs longer has hung: the notebook is run again
-ATTEMPTS = 2
+NOTEBOOK_TIMEOUT_S = 300                       # fast mode runs each notebook in under a minute; far longer
+                                               # means nbclient waits on an idle kernel (seen on 01): retry
+ATTEMPTS = 3
 PARALLEL = max(1, min(2, os.cpu_count() or 1))
 
 
@@ -102,7 +105,8 @@ def _nbconvert(src: Path, out: Path, log) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", str(src),
            "--output-dir", str(out.parent), "--output", out.name,
            f"--ExecutePreprocessor.timeout={CELL_TIMEOUT_S}", "--ExecutePreprocessor.kernel_name=python3"]
-    return subprocess.Popen(cmd, cwd=src.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=src.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)     # its own process group: a hung run is stopped whole
 
 
 def execute_notebooks(sources: list[Path]) -> dict[Path, Path]:
@@ -127,6 +131,11 @@ def execute_notebooks(sources: list[Path]) -> dict[Path, Path]:
         time.sleep(0.5)
         for job in list(running):
             src, cached, attempt, tmp, proc, start = job
+            if proc.poll() is None and time.monotonic() - start > NOTEBOOK_TIMEOUT_S:
+                os.killpg(proc.pid, signal.SIGKILL)      # nbconvert and its kernel: a failed attempt
+                proc.wait()
+                print(f"course_site: {src.relative_to(ROOT)} still running after {NOTEBOOK_TIMEOUT_S} s: "
+                      "stopped", file=sys.stderr)
             if proc.poll() is None:
                 continue
             running.remove(job)
