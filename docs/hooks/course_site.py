@@ -91,7 +91,7 @@ def on_config(config):
 
 EXECUTED = ROOT / "build" / "site-notebooks"  # executed copies: FOLDER/NAME.ipynb, and .cache/SHA.ipynb
 CELL_TIMEOUT_S = 900                           # a cell that runs longer has hung: the notebook is run again
-NOTEBOOK_TIMEOUT_S = 300                       # fast mode runs each notebook in under a minute; far longer
+NOTEBOOK_TIMEOUT_S = 900                       # fast mode runs each notebook in about a minute; far longer
                                                # means nbclient waits on an idle kernel (seen on 01): retry
 ATTEMPTS = 3
 PARALLEL = max(1, min(2, os.cpu_count() or 1))
@@ -101,6 +101,8 @@ def _nbconvert(src: Path, out: Path, log) -> subprocess.Popen:
     """Execute ``src`` in fast mode with a fresh kernel in its own folder (as a learner would run it),
     writing the executed notebook to ``out``. Cells tagged raises-exception may fail; others may not."""
     env = {**os.environ, "DDPM_COURSE_FAST": "1", "HF_HUB_OFFLINE": "1"}
+    if PARALLEL > 1:                             # one thread per kernel: more only spin on a shared core
+        env.setdefault("OMP_NUM_THREADS", "1")
     env.pop("MPLBACKEND", None)                  # the kernel's inline backend must draw the figures
     cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", str(src),
            "--output-dir", str(out.parent), "--output", out.name,
