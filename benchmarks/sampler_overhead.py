@@ -66,13 +66,12 @@ def diffusers_loop(sampler, model, x, steps, generator):
     for t in sched.timesteps:
         inp = sched.scale_model_input(x, t)
         eps = model(inp, t.expand(len(x)))
-        kw = {"generator": generator} if sampler in STOCHASTIC else {}
+        kw = {"generator": generator} if sampler in dc.samplers.STOCHASTIC else {}
         x = sched.step(eps, t, x, **kw).prev_sample
     return x, len(sched.timesteps)
 
 
 SAMPLERS = ("ddim", "ddpm", "euler", "heun", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "unipc")
-STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde")
 TRAILING = ("dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "unipc")     # as the diffusers loops space them
 
 

@@ -281,6 +281,13 @@ def _dpmpp_2m(eps_model, x, grid, *, sde, generator, callback, max_growth):
     return xs
 
 
+def ancestral_sigmas(sigma: float, sigma_next: float) -> tuple[float, float]:
+    """(σ_down, σ_up) of an ancestral step from σ to σ_next: σ_up² = σ_next² (σ² − σ_next²)/σ² and
+    σ_down² = σ_next² − σ_up², so that the Euler step to σ_down plus noise σ_up z lands at σ_next."""
+    up = math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
+    return math.sqrt(sigma_next**2 - up**2), up
+
+
 def euler_ancestral_sample(eps_model, x, grid, *, generator=None, callback=None):
     """Euler ancestral in σ-space ("Euler a": k-diffusion's sample_euler_ancestral, diffusers'
     EulerAncestralDiscreteScheduler). Each step splits the move from σ_i to σ_{i+1} into a deterministic
@@ -293,8 +300,7 @@ def euler_ancestral_sample(eps_model, x, grid, *, generator=None, callback=None)
         eps = eps_model(xs * math.sqrt(ab[i]), i)
         if callback:
             callback(i, xs * math.sqrt(ab[i]), xs - sig[i] * eps)
-        s_up = math.sqrt(sig[i + 1] ** 2 * (sig[i] ** 2 - sig[i + 1] ** 2) / sig[i] ** 2)
-        s_down = math.sqrt(sig[i + 1] ** 2 - s_up**2)
+        s_down, s_up = ancestral_sigmas(sig[i], sig[i + 1])
         xs = xs + (s_down - sig[i]) * eps
         if s_up > 0:
             xs = xs + s_up * _randn(xs, generator)

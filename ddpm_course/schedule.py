@@ -22,6 +22,14 @@ import torch
 SPACINGS = ("leading", "trailing", "linspace", "karras")
 
 
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022, eq. 5: σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for
+    i = 0 … n−1, then a final 0; float64, length n + 1 (n = 1: σ_max, 0)."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)                    # n = 1: just σ_max
+    sig = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([sig, sig.new_zeros(1)])
+
+
 class NoiseSchedule:
     """β_t and everything derived from it, as 1-D float64 tensors of length T."""
 
@@ -107,10 +115,7 @@ class NoiseSchedule:
         _check_real("rho", rho)
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
-        s_max, s_min = self.sigmas[-1], self.sigmas[0]
-        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)            # steps = 1: just σ_max
-        sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-        return torch.cat([sig, sig.new_zeros(1)])
+        return karras_sigmas(steps, float(self.sigmas[0]), float(self.sigmas[-1]), rho)
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Continuous timestep for a noise level: interpolate log σ linearly between the

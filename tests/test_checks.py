@@ -153,6 +153,12 @@ def _other_dtype(x):
     return x.float() if x.dtype == torch.float64 else x.double()
 
 
+def _is_numbers(result) -> bool:
+    """A float, or a tuple of floats such as fit_cost's (t0, C)."""
+    return isinstance(result, float) or (
+        isinstance(result, tuple) and all(isinstance(v, float) for v in result))
+
+
 def _generic_mistakes(name):
     """(mistake, message) pairs for the check's result: every check gets the first four (the third only when
     it takes a tensor), tensor results the rest; messages are exact, from the reference's result on the first
@@ -161,8 +167,7 @@ def _generic_mistakes(name):
     first = _first_result(check)
     args = check.cases()[0].args
     arg = next((i for i, a in enumerate(args) if isinstance(a, torch.Tensor)), None)   # None: numbers only
-    numbers = isinstance(first, tuple) and all(isinstance(v, float) for v in first)     # e.g. (t0, C)
-    number = isinstance(first, float) or numbers
+    number = _is_numbers(first)
     none = "expected a number, got None" if isinstance(first, float) else \
         "got None (did you forget `return`?)"
     mistakes = [
@@ -211,9 +216,7 @@ def test_a_generic_mistake_is_named_on_the_first_case(name, mistake, message):
     msg = str(info.value)
     assert msg.startswith(f"{name}({check.cases()[0].label})"), msg
     assert message in msg, msg
-    first = _first_result(check)
-    if mistake == "one value off" and not isinstance(first, float) and not (
-            isinstance(first, tuple) and all(isinstance(v, float) for v in first)):
+    if mistake == "one value off" and not _is_numbers(_first_result(check)):
         assert re.search(r"wrong value at index \(.*\): expected .*, got .*; 1 of \d+ values differ", msg)
     assert "Hint" not in msg and f"the exercise: {check.__doc__}" in msg
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import torch
 
-from .. import samplers
+from .. import samplers, schedule
+from ..samplers import ancestral_sigmas
 from ..schedule import NoiseSchedule
 from ..toy import GaussianOracle, MixtureOracle
 from .framework import TOLERANCES, Case, Check, CheckFailed, _compare_tensors, _gen, _randn, case, exact
@@ -42,12 +43,8 @@ def _dpmpp_2m_update_reference(x, sigma: float, sigma_next: float, D, D_prev, h_
 
 
 def _karras_sigmas_reference(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """EDM eq. 5: σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for i = 0 … N−1, then σ_N = 0;
-    float64, length n + 1 (n = 1: σ_max, 0)."""
-    i = torch.arange(n, dtype=torch.float64)
-    frac = i / (n - 1) if n > 1 else i
-    sig = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+    """EDM eq. 5, n levels from σ_max to σ_min uniform in σ^{1/ρ}, then 0: ddpm_course.schedule."""
+    return schedule.karras_sigmas(n, sigma_min, sigma_max, rho)
 
 
 def _karras_sigmas_cases() -> list[Case]:
@@ -59,13 +56,6 @@ def _karras_sigmas_cases() -> list[Case]:
         case("n = 4, ρ = 1: uniform in σ", 4, 0.5, 8.0, 1.0),
         case("n = 1: σ_max, then 0", 1, 0.01, 10.0, 7.0),
     ]
-
-
-def ancestral_sigmas(sigma: float, sigma_next: float) -> tuple[float, float]:
-    """(σ_down, σ_up) of an ancestral step from σ to σ_next: σ_up² = σ_next² (σ² − σ_next²)/σ² and
-    σ_down² = σ_next² − σ_up², so that the Euler step to σ_down plus noise σ_up z lands at σ_next."""
-    up = math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
-    return math.sqrt(sigma_next**2 - up**2), up
 
 
 def _euler_ancestral_step_reference(x, sigma: float, sigma_next: float, eps, z):
