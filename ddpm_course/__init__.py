@@ -28,7 +28,7 @@ _LAZY = {
 }
 _SUBMODULES = {
     "course", "schedule", "diffusion", "samplers", "toy", "unet", "train", "data", "pretrained",
-    "metrics", "viz", "widgets", "checks", "authoring", "cli",
+    "metrics", "viz", "widgets", "checks", "authoring", "cli", "distill", "consistency",
 }
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "device", "fast_mode", "__version__"])

@@ -372,10 +372,27 @@ def _unipc_step(xs, Ds, lams, sig_s, sig_t, order, D_new=None):
     return (sig_t / sig_s) * xs - phi_1 * (D0 + corr)
 
 
+def consistency_sample(eps_model, x, grid, *, generator=None, callback=None):
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1) for a consistency model, whose
+    clean prediction x̂_0 *is* f_θ(x_t, t): x ← f_θ(x_T, T); then for each later level τ of the grid
+    x_τ = √ᾱ_τ x + √(1 − ᾱ_τ) z, z ~ N(0, I)   (σ-space: x̃_τ = x + τ z; the paper's √(τ² − ε²) with ε = 0)
+    and x ← f_θ(x_τ, τ). One step is one-step generation; the grid's levels are the τ_n."""
+    ab = grid.alpha_bars.tolist()
+    for i in range(len(grid)):
+        x0 = eps_to_x0(x, eps_model(x, i), ab[i])                         # f_θ(x_τ, τ)
+        if callback:
+            callback(i, x, x0)
+        if i == len(grid) - 1:
+            return x0
+        x = math.sqrt(ab[i + 1]) * x0 + math.sqrt(1 - ab[i + 1]) * _randn(x, generator)   # re-noise to τ_{i+1}
+    return x
+
+
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample,
             "dpmpp_2m": dpmpp_2m_sample, "euler_ancestral": euler_ancestral_sample,
-            "dpmpp_2m_sde": dpmpp_2m_sde_sample, "unipc": unipc_sample}
-STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde")   # (and ddim with η > 0): they draw fresh noise
+            "dpmpp_2m_sde": dpmpp_2m_sde_sample, "unipc": unipc_sample,
+            "consistency": consistency_sample}
+STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde", "consistency")   # (and ddim with η > 0): they draw fresh noise
 
 
 # --- the public entry points -----------------------------------------------------------------------------
@@ -436,7 +453,8 @@ def sample(model, s: NoiseSchedule, x_T: torch.Tensor, sampler: str = "ddim", st
            prediction: str = "eps", x0_clip: str | None = None, return_info: bool = False):
     """Draw samples from ``model`` starting at the noise ``x_T``.
 
-    sampler: a name in SAMPLERS (ddpm, ddim, euler, heun, dpmpp_2m, euler_ancestral, dpmpp_2m_sde, unipc);
+    sampler: a name in SAMPLERS (ddpm, ddim, euler, heun, dpmpp_2m, euler_ancestral, dpmpp_2m_sde, unipc,
+    consistency — Algorithm 1 of Song et al. 2023, for consistency models);
     spacing: "leading" | "trailing" | "linspace" | "karras";  eta (ddim only) ≥ 0;  variance (ddpm only):
     "fixed_small" (default) | "fixed_large";  prediction: what the model outputs, "eps" | "x0" | "v";
     y, guidance_scale: class labels and classifier-free guidance (scale ≠ 1 needs ``model.null_label``);

@@ -242,6 +242,28 @@ def per_digit_accuracy_mine(predicted, requested, num_classes=10):
     return out
 
 
+# --- notebook 09 --------------------------------------------------------------------------------------------
+def skip_out_mine(sigma, prediction):
+    ab = 1 / (1 + sigma * sigma)                                           # ᾱ from σ
+    if prediction == "eps":                                                # x̃ − σ ε̂
+        return torch.ones_like(sigma), -sigma
+    return ab, -(1 - ab).sqrt()                                            # √ᾱ·√ᾱ x̃ − √(1−ᾱ) v̂
+
+
+def cd_target_mine(f_ema, eps_fn, x_next, sig_next, sig_n):
+    with torch.no_grad():
+        d = torch.as_tensor(sig_n, dtype=x_next.dtype) - torch.as_tensor(sig_next, dtype=x_next.dtype)
+        slope = eps_fn(x_next, sig_next)                                   # dx̃/dσ at the upper level
+        return f_ema(x_next + d.reshape(-1, *[1] * (x_next.dim() - 1)) * slope, sig_n)
+
+
+def multistep_mine(f, x_T, sigmas, noise):
+    x = f(x_T, sigmas[0])
+    for tau, z in zip(sigmas[1:], noise, strict=True):
+        x = f(x + tau * z, tau)
+    return x
+
+
 INDEPENDENT = {
     "snr": (snr_inverted,),
     "alpha_bars": (alpha_bars_log_sum,),
@@ -270,4 +292,7 @@ INDEPENDENT = {
     "drop_labels": (drop_labels_mine,),
     "guided_eps": (guided_eps_mine, guided_eps_ho_salimans),
     "per_digit_accuracy": (per_digit_accuracy_mine,),
+    "skip_out": (skip_out_mine,),
+    "cd_target": (cd_target_mine,),
+    "multistep": (multistep_mine,),
 }

@@ -25,6 +25,7 @@ IN_NOTEBOOK_ORDER = [
     "frechet_distance", "mmd2_unbiased", "inception_score", "fit_cost",             # 06
     "two_ddim_steps", "distill_target", "loss_weight",                              # 07
     "drop_labels", "guided_eps", "per_digit_accuracy",                              # 08
+    "skip_out", "cd_target", "multistep",                                           # 09
 ]
 # checks that, once the fixed cases agree, also run the answer inside a whole sampler, and what they print
 WHOLE_RUN = {

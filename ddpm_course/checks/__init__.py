@@ -30,6 +30,7 @@ from . import (
     nb06_evaluation,
     nb07_few_step,
     nb08_guidance,
+    nb09_consistency,
 )
 from .framework import (
     TIME_LIMIT_S,
@@ -68,9 +69,10 @@ from .nb05_fast_samplers import _heun_step_reference as _heun_step_reference
 from .nb06_evaluation import fit_cost, frechet_distance, inception_score, mmd2_unbiased
 from .nb07_few_step import distill_target, loss_weight, two_ddim_steps
 from .nb08_guidance import GuidedWith, class_mixture, drop_labels, guided_eps, per_digit_accuracy
+from .nb09_consistency import cd_target, multistep, skip_out
 
 NOTEBOOKS = (nb00_welcome, nb01_forward, nb02_noise_prediction, nb03_ddpm, nb04_ddim, nb05_fast_samplers,
-             nb06_evaluation, nb07_few_step, nb08_guidance)
+             nb06_evaluation, nb07_few_step, nb08_guidance, nb09_consistency)
 
 # Every check, name -> Check, in notebook order (a new notebook's module goes into NOTEBOOKS above).
 ALL: dict[str, Check] = {c.name: c for module in NOTEBOOKS for c in module.CHECKS}
@@ -86,5 +88,5 @@ __all__ = [
     "posterior_mean_variance", "ddpm_step", "eps_to_x0", "score_fd", "ddim_step", "ddim_sampler", "slerp",
     "heun_step", "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step", "frechet_distance",
     "mmd2_unbiased", "inception_score", "fit_cost", "two_ddim_steps", "distill_target", "loss_weight",
-    "drop_labels", "guided_eps", "per_digit_accuracy",
+    "drop_labels", "guided_eps", "per_digit_accuracy", "skip_out", "cd_target", "multistep",
 ]
