@@ -6,8 +6,9 @@ Subcommands:
              v-output consistency model, 8 stages of 800 updates of batch 32, Δt/t = n(t)/2^a at stage a
              (stage 0 is plain denoising). About 1 h on one CPU core (log.jsonl records the wall time).
   stages     1-step FID of every finished stage (n = --n), to see the tuning converge
-  export     ship a checkpoint's EMA weights as ddpm_course/weights/<name>.{safetensors,json} with the sampling
-             recipe ``{"sampler": "consistency", "steps": 1, "spacing": "trailing", "prediction": "v"}``
+  export     ship a checkpoint's EMA weights as ddpm_course/weights/<name>.{safetensors,json} with the
+             sampling recipe {"sampler": "consistency", "steps": 1, "spacing": "trailing",
+             "prediction": "v"}
   compare    FID/KID at NFE 1, 2 and 4 of the consistency model, the progressive-distillation students,
              DDIM and DPM-Solver++(2M) (trailing), and DPM-Solver++ at 10 NFE (the issue's goal), over
              --seeds, with the real-vs-real floor: benchmarks/results/few_step.{json,md} and
@@ -34,6 +35,7 @@ import torch
 
 import ddpm_course as dc
 from ddpm_course import consistency as cm
+from ddpm_course.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,7 +44,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 def cmd_train(args) -> None:
     device = dc.device()
     net, s = dc.load_pretrained(args.init, device=device)
-    cfg = cm.TuneConfig(iters=args.iters, stage_iters=args.stage_iters, batch_size=args.batch_size, lr=args.lr,
+    cfg = cm.TuneConfig(iters=args.iters, stage_iters=args.stage_iters, batch_size=args.batch_size,
+                        lr=args.lr,
                         seed=args.seed, init=args.init, command=" ".join(["python", *sys.argv]))
     print(f"device {device}; {json.dumps(asdict(cfg))}", file=sys.stderr)
     t0 = time.perf_counter()
@@ -62,11 +65,12 @@ def cmd_stages(args) -> None:
     x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     rows = []
     for path in sorted(Path(args.out).glob("stage_*.pt")):
-        ckpt = cm.load_checkpoint(path)
+        ckpt = load_checkpoint(path)
         for ema in (True, False):
             net, pred = cm.load_tuned(path, ema=ema)
             for steps in (1, 2):
-                x = generate(net, s, x_T, sampler="consistency", steps=steps, spacing="trailing", prediction=pred)
+                x = generate(net, s, x_T, sampler="consistency", steps=steps, spacing="trailing",
+                             prediction=pred)
                 rows.append({"stage": int(path.stem[6:]), "update": ckpt["step"], "ema": ema, "steps": steps,
                              "fid": round(dc.metrics.fid(x), 2)})
                 print(rows[-1], file=sys.stderr)
@@ -76,7 +80,7 @@ def cmd_stages(args) -> None:
 def cmd_export(args) -> None:
     from ddpm_course.pretrained import export
 
-    ckpt = cm.load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint)
     if ckpt.get("kind") != cm.KIND:
         sys.exit(f"consistency_mnist: {args.checkpoint} is not a consistency-tuning checkpoint")
     cfg = ckpt["config"]
@@ -85,14 +89,165 @@ def cmd_export(args) -> None:
              "consistency": {k: cfg[k] for k in ("iters", "stage_iters", "lr", "q", "k", "b", "label_dropout",
                                                  "init")},
              "description": f"A consistency model tuned from the shipped {cfg['init']} model with ECT "
-                            f"(Geng et al. 2024), {ckpt['step']} updates of batch {cfg['batch_size']} on one CPU "
-                            "core; unconditional (call it without y); benchmarks/consistency_mnist.py."}
+                            f"(Geng et al. 2024), {ckpt['step']} updates of batch {cfg['batch_size']} on one "
+                            "CPU core; unconditional (call it without y); benchmarks/consistency_mnist.py."}
     if cfg["init"] in dc.pretrained.available():
         extra["consistency"]["init_sha256"] = dc.pretrained.manifest(cfg["init"])["sha256"]
     cfg.setdefault("data", "mnist_subset")
     cfg.setdefault("precision", "fp32")
     path = export(args.checkpoint, args.name, command=" ".join(["python", *sys.argv]), extra=extra)
     print(f"wrote {path}")
+
+
+# --- the equal-NFE comparison -------------------------------------------------------------------------
+FEW = (1, 2, 4)
+GOAL_NFE = 10                      # the issue's goal: the 2-NFE consistency model against DPM-Solver++ at 10
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Clip to [−1, 1] and round to 8-bit levels, as a PNG would store the sample."""
+    return (((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1).to(torch.float32)
+
+
+def contenders(s) -> list[tuple[str, int, object, dict]]:
+    """(label, NFE, model, sampling keywords) of every sampler in the comparison that is available here."""
+    base, _ = dc.load_pretrained("mnist", device=dc.device())
+    out = []
+    for name in ("mnist_consistency", "mnist_reflow"):
+        if name in dc.pretrained.available():
+            model, _ = dc.load_pretrained(name, device=dc.device())
+            recipe = dict(dc.pretrained.manifest(name)["sampling"])
+            label = "consistency model (ECT)" if name == "mnist_consistency" else "rectified flow (reflow)"
+            for nfe in FEW:
+                out.append((label, nfe, model, {**recipe, "steps": nfe}))
+    students = {1: "mnist_distilled_1", 4: "mnist_distilled_4"}
+    for nfe, name in students.items():
+        model, _ = dc.load_pretrained(name, device=dc.device())
+        out.append(("progressive distillation", nfe, model, dict(dc.pretrained.manifest(name)["sampling"])))
+    two = ROOT / "runs" / "distill_v2" / "student_0002steps.pt"             # the 2-step student (not shipped)
+    if two.exists():
+        from ddpm_course import distill
+
+        model, steps, pred = distill.load_student(two)
+        out.append(("progressive distillation", 2, model.to(dc.device()),
+                    {"sampler": "ddim", "steps": steps, "spacing": "trailing", "prediction": pred}))
+    for nfe in FEW:
+        out.append(("DDIM (trailing)", nfe, base, {"sampler": "ddim", "steps": nfe, "spacing": "trailing"}))
+    for nfe in (*FEW, GOAL_NFE):
+        out.append(("DPM-Solver++(2M) (trailing)", nfe, base,
+                    {"sampler": "dpmpp_2m", "steps": nfe, "spacing": "trailing"}))
+    out.append(("DPM-Solver++(2M) (karras)", GOAL_NFE, base,
+                {"sampler": "dpmpp_2m", "steps": GOAL_NFE, "spacing": "karras"}))
+    return out
+
+
+def cmd_compare(args) -> None:
+    _, s = dc.load_pretrained("mnist", device="cpu")
+    runs = contenders(s)
+    rows = []
+    for seed in args.seeds:
+        x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+        for label, nfe, model, recipe in runs:
+            t0 = time.perf_counter()
+            x = to_uint8(generate(model, s, x_T, batch=args.batch, noise_seed=seed, **recipe))
+            kid = dc.metrics.kid(x)
+            rows.append({"sampler": label, "nfe": nfe, "seed": seed, "fid": round(dc.metrics.fid(x), 3),
+                         "kid": round(float(kid.mean), 5), "recipe": recipe,
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            print({k: v for k, v in rows[-1].items() if k != "recipe"}, file=sys.stderr, flush=True)
+            if seed == args.seeds[0]:
+                _GRIDS[(label, nfe)] = x[:8]
+    floor = [dc.metrics.real_baseline(args.n, seed=k) for k in range(3)]
+    weights = {name: dc.pretrained.manifest(name)["sha256"] for name in
+               ("mnist", "mnist_consistency", "mnist_reflow", "mnist_distilled_1", "mnist_distilled_4")
+               if name in dc.pretrained.available()}
+    result = {"n": args.n, "seeds": list(args.seeds), "weights_sha256": weights,
+              "real_vs_real_fid": [round(v, 3) for v in floor], "rows": rows,
+              "command": " ".join(["python", *sys.argv])}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "few_step.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = summarise(result)
+    (RESULTS / "few_step.md").write_text(table)
+    figure(result, ROOT / "docs" / "figures" / "09_few_step.png")
+    print(table)
+
+
+def summarise(result: dict) -> str:
+    """The markdown table of few_step.json: FID and KID mean ± std over seeds per sampler and NFE."""
+    import statistics as st
+
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["sampler"], r["nfe"]), []).append(r)
+    floor = result["real_vs_real_fid"]
+    lines = [f"# Few-step generation at equal NFE (n = {result['n']}, seeds {result['seeds']})", "",
+             "Unconditional MNIST samples from the same x_T per seed, quantised to 8 bits; FID/KID with the "
+             f"course's MNIST classifier (dc.metrics). Real-vs-real FID floor at this n: "
+             f"{st.mean(floor):.2f} ± {st.pstdev(floor):.2f} (3 draws). Weights: "
+             + ", ".join(f"{k} `{v[:12]}…`" for k, v in result["weights_sha256"].items()) + ".", "",
+             "| sampler | NFE | FID ↓ | KID ×10³ ↓ |", "|---|---|---|---|"]
+    order = sorted(groups.items(), key=lambda kv: (kv[0][1], st.mean(r["fid"] for r in kv[1])))
+    for (label, nfe), rs in order:
+        f, k = [r["fid"] for r in rs], [1e3 * r["kid"] for r in rs]
+        sd = (lambda v: f" ± {st.stdev(v):.2f}" if len(v) > 1 else "")
+        lines.append(f"| {label} | {nfe} | {st.mean(f):.2f}{sd(f)} | {st.mean(k):.2f}{sd(k)} |")
+    lines += ["", f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
+
+
+_GRIDS: dict = {}
+
+
+def figure(result: dict, path: Path) -> None:
+    """Bar chart of mean FID (± std over seeds) per sampler at NFE 1, 2, 4 and the 10-NFE solver line."""
+    import statistics as st
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["sampler"], r["nfe"]), []).append(r["fid"])
+    labels = [lab for lab in dict.fromkeys(r["sampler"] for r in result["rows"])
+              if any((lab, n) in groups for n in FEW)]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(labels)
+    for i, lab in enumerate(labels):
+        xs = [j + i * width for j, n in enumerate(FEW) if (lab, n) in groups]
+        ms = [st.mean(groups[(lab, n)]) for n in FEW if (lab, n) in groups]
+        sds = [st.pstdev(groups[(lab, n)]) for n in FEW if (lab, n) in groups]
+        ax.bar(xs, ms, width, yerr=sds, label=lab, capsize=2)
+    for lab, style in (("DPM-Solver++(2M) (karras)", "--"), ("DPM-Solver++(2M) (trailing)", ":")):
+        if (lab, GOAL_NFE) in groups:
+            ax.axhline(st.mean(groups[(lab, GOAL_NFE)]), color="k", ls=style, lw=1,
+                       label=f"{lab} at {GOAL_NFE} NFE")
+    ax.axhline(st.mean(result["real_vs_real_fid"]), color="gray", lw=1, label="real-vs-real floor")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(FEW))], [f"NFE {n}" for n in FEW])
+    ax.set_yscale("log")
+    ax.set_ylabel("FID (log scale) ↓")
+    ax.set_title(f"Few-step MNIST generation at equal NFE (n = {result['n']}, {len(result['seeds'])} seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    if _GRIDS:
+        _sample_figure(path.with_name("09_few_step_samples.png"))
+
+
+def _sample_figure(path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    keys = sorted(_GRIDS, key=lambda k: (k[0], k[1]))
+    fig, axes = plt.subplots(len(keys), 1, figsize=(5, 0.62 * len(keys)), squeeze=False)
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        ax.imshow(dc.viz.make_grid(_GRIDS[key], nrow=8), cmap="gray", vmin=0, vmax=1)
+        ax.set_axis_off()
+        ax.text(-0.02, 0.5, f"{key[0]}, NFE {key[1]}", transform=ax.transAxes, ha="right", va="center",
+                fontsize=6)
+    fig.subplots_adjust(left=0.4, right=0.99, top=0.99, bottom=0.01, hspace=0.1)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> None:
@@ -113,9 +268,14 @@ def main(argv=None) -> None:
     x = sub.add_parser("export", help="ship a checkpoint as package weights")
     x.add_argument("--checkpoint", type=Path, required=True)
     x.add_argument("--name", required=True)
+    c = sub.add_parser("compare", help="FID/KID at NFE 1, 2, 4 against the students and the solvers")
+    c.add_argument("--n", type=int, default=1000)
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c.add_argument("--batch", type=int, default=500)
     args = p.parse_args(argv)
     try:
-        {"train": cmd_train, "stages": cmd_stages, "export": cmd_export}[args.command](args)
+        commands = {"train": cmd_train, "stages": cmd_stages, "export": cmd_export, "compare": cmd_compare}
+        commands[args.command](args)
     except (ValueError, TypeError, OSError) as err:
         sys.exit(f"consistency_mnist: {err}")
 

@@ -34,7 +34,7 @@ def cmd_pairs(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(args.seed)
-    eps = torch.randn(args.n, 1, 28, 28, generator=g)                  # all noise first: chunks are independent
+    eps = torch.randn(args.n, 1, 28, 28, generator=g)       # all noise first: the chunks are independent
     for c, start in enumerate(range(0, args.n, CHUNK)):
         path = out / f"pairs_{c:03d}.pt"
         if path.exists():
@@ -42,17 +42,61 @@ def cmd_pairs(args) -> None:
         t0 = time.perf_counter()
         e = eps[start:start + CHUNK]
         with torch.no_grad():
-            x0 = dc.sample(model, s, e.to(device), sampler="dpmpp_2m", steps=args.steps, spacing="karras").cpu()
+            x0 = dc.sample(model, s, e.to(device), sampler="dpmpp_2m", steps=args.steps,
+                           spacing="karras").cpu()
         tmp = path.with_suffix(".tmp")
         torch.save({"eps": e, "x0": x0}, tmp)
         tmp.replace(path)
         print(f"chunk {c}: {len(e)} pairs in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    parts = [torch.load(out / f"pairs_{c:03d}.pt", weights_only=True) for c in range((args.n + CHUNK - 1) // CHUNK)]
+    chunks = range((args.n + CHUNK - 1) // CHUNK)
+    parts = [torch.load(out / f"pairs_{c:03d}.pt", weights_only=True) for c in chunks]
     merged = {"eps": torch.cat([p["eps"] for p in parts]), "x0": torch.cat([p["x0"] for p in parts]),
               "sampler": "dpmpp_2m", "steps": args.steps, "spacing": "karras", "seed": args.seed,
               "teacher_sha256": dc.pretrained.manifest("mnist")["sha256"]}
     torch.save(merged, out / "pairs.pt")
     print(f"wrote {out / 'pairs.pt'}: {len(merged['eps'])} pairs", file=sys.stderr)
+
+
+def cmd_train(args) -> None:
+    from ddpm_course import flow
+
+    device = dc.device()
+    pairs_path = Path(args.out) / "pairs.pt"
+    if not pairs_path.is_file():
+        sys.exit(f"reflow_mnist: {pairs_path} does not exist; run the pairs subcommand first")
+    pairs = torch.load(pairs_path, weights_only=True)
+    net, s = dc.load_pretrained(args.init, device=device)
+    cfg = flow.ReflowConfig(iters=args.iters, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            pairs=f"{pairs_path} ({len(pairs['eps'])} pairs, {pairs['sampler']} "
+                                  f"{pairs['steps']} {pairs['spacing']} steps)",
+                            init=args.init, command=" ".join(["python", *sys.argv]))
+    t0 = time.perf_counter()
+    flow.reflow(cfg, Path(args.out) / "train", net, s, (pairs["eps"], pairs["x0"]), resume=args.resume,
+                device=device)
+    print(f"done in {time.perf_counter() - t0:.0f} s (this call)", file=sys.stderr)
+
+
+def cmd_export(args) -> None:
+    from ddpm_course import flow
+    from ddpm_course.pretrained import export
+    from ddpm_course.train import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.get("kind") != flow.KIND:
+        sys.exit(f"reflow_mnist: {args.checkpoint} is not a reflow checkpoint")
+    cfg = ckpt["config"]
+    cfg.setdefault("data", "mnist_subset")
+    extra = {"sampling": {"sampler": "ddim", "steps": 1, "spacing": "trailing", "prediction": "flow"},
+             "reflow": {k: cfg[k] for k in ("iters", "lr", "pairs", "init")},
+             "description": f"A rectified flow (reflow, Liu et al. 2023) fine-tuned from the shipped "
+                            f"{cfg['init']} model on noise/ODE-sample pairs, {ckpt['step']} updates of batch "
+                            f"{cfg['batch_size']} on one CPU core; it outputs the velocity ε − x_0 "
+                            "(prediction='flow'); unconditional (call it without y); DDIM on it is Euler in "
+                            "flow time; benchmarks/reflow_mnist.py."}
+    if cfg["init"] in dc.pretrained.available():
+        extra["reflow"]["init_sha256"] = dc.pretrained.manifest(cfg["init"])["sha256"]
+    path = export(args.checkpoint, args.name, command=" ".join(["python", *sys.argv]), extra=extra)
+    print(f"wrote {path}")
 
 
 def main(argv=None) -> None:
@@ -63,9 +107,20 @@ def main(argv=None) -> None:
     q.add_argument("--n", type=int, default=4000)
     q.add_argument("--steps", type=int, default=20)
     q.add_argument("--seed", type=int, default=1234)
+    r = sub.add_parser("train", help="reflow: fine-tune a velocity model on the pairs")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--init", default="mnist")
+    r.add_argument("--iters", type=int, default=3000)
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--lr", type=float, default=2e-4)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--resume", action="store_true")
+    x = sub.add_parser("export", help="ship a reflow checkpoint as package weights")
+    x.add_argument("--checkpoint", type=Path, required=True)
+    x.add_argument("--name", required=True)
     args = p.parse_args(argv)
     try:
-        {"pairs": cmd_pairs}[args.command](args)
+        {"pairs": cmd_pairs, "train": cmd_train, "export": cmd_export}[args.command](args)
     except (ValueError, TypeError, OSError) as err:
         sys.exit(f"reflow_mnist: {err}")
 

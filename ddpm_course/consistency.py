@@ -31,26 +31,17 @@ Multistep sampling (Algorithm 1) is ``dc.sample(..., sampler="consistency")`` (s
 from __future__ import annotations
 
 import copy
-import json
 import math
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import finetune
 from .diffusion import per_sample
+from .finetune import check_config
 from .schedule import NoiseSchedule
-from .train import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    describe_machine,
-    ema_update,
-    load_checkpoint,
-    save_checkpoint,
-)
 
 PARAMETERISATIONS = ("eps", "v")   # the outputs whose c_skip, c_out meet the boundary condition
 KIND = "consistency-tuning"
@@ -91,7 +82,8 @@ def consistency_fn(net, x: torch.Tensor, sigma, s: NoiseSchedule, *, prediction:
     z = x / per_sample((1 + sigma**2).sqrt(), x).to(x)
     t = t.to(device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
     F = net(z, t) if y is None else net(z, t, y)
-    F = torch.where(at_boundary.to(x.device).view(-1, *[1] * (x.dim() - 1)), torch.zeros_like(F), F)   # 0·NaN would be NaN
+    boundary = at_boundary.to(x.device).view(-1, *[1] * (x.dim() - 1))
+    F = torch.where(boundary, torch.zeros_like(F), F)                    # 0·NaN would be NaN
     return per_sample(c_skip, x).to(x) * x + per_sample(c_out, x).to(x) * F
 
 
@@ -125,7 +117,8 @@ def cd_levels(s: NoiseSchedule, N: int, rho: float = 7.0) -> torch.Tensor:
 def teacher_step(eps_fn, x_next: torch.Tensor, sig_next, sig_n) -> torch.Tensor:
     """One Euler step of the PF-ODE dx̃/dσ = ε̂ from σ_{n+1} down to σ_n (DDIM η = 0 in σ-space):
     x̂_n = x̃_{n+1} + (σ_n − σ_{n+1}) ε̂(x̃_{n+1}, σ_{n+1}). ``eps_fn(x̃, σ)`` is the teacher's ε̂."""
-    sig_next, sig_n = (torch.as_tensor(v, dtype=x_next.dtype, device=x_next.device) for v in (sig_next, sig_n))
+    sig_next, sig_n = (torch.as_tensor(v, dtype=x_next.dtype, device=x_next.device)
+                       for v in (sig_next, sig_n))
     return x_next + per_sample(sig_n - sig_next, x_next) * eps_fn(x_next, sig_next)
 
 
@@ -147,7 +140,8 @@ def oracle_eps_fn(oracle, s: NoiseSchedule):
 
 def distill_toy(net: nn.Module, oracle, s: NoiseSchedule, x_data: torch.Tensor, *, N: int = 18,
                 iters: int = 2000, batch_size: int = 512, lr: float = 1e-3, ema_decay: float = 0.95,
-                prediction: str = "v", generator=None, progress: bool = False) -> tuple[nn.Module, list[float]]:
+                prediction: str = "v", generator=None,
+                progress: bool = False) -> tuple[nn.Module, list[float]]:
     """Consistency distillation (Algorithm 2) of a toy network from an exact ODE teacher: repeat
     x ~ data, n ~ U{1, …, N−1}... here n ~ U{0, …, N−1}; x̃_{n+1} = x + σ_{n+1} ε; x̂_n = one Euler step of
     the teacher; L = ‖f_θ(x̃_{n+1}, σ_{n+1}) − f_θ⁻(x̂_n, σ_n)‖² (squared ℓ2 as d); θ⁻ ← μ θ⁻ + (1 − μ) θ.
@@ -240,8 +234,8 @@ def ect_loss(net, x0: torch.Tensor, s: NoiseSchedule, stage: int, *, y=None, pre
 class TuneConfig:
     """Everything that defines an ECT run on images. Plain values only: it is stored in each checkpoint."""
 
-    iters: int = 4800
-    stage_iters: int = 600            # updates per stage a; Δt/t = n(t)/q^a
+    iters: int = 6400
+    stage_iters: int = 800            # updates per stage a; Δt/t = n(t)/q^a
     batch_size: int = 32
     lr: float = 2e-4                  # Adam, constant
     grad_clip: float = 1.0
@@ -258,18 +252,13 @@ class TuneConfig:
     command: str = ""
 
     def validate(self) -> None:
-        for name in ("iters", "stage_iters", "batch_size", "checkpoint_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_config(self)
+        v = self.stage_iters
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"stage_iters must be a positive integer, got {self.stage_iters!r}")
         skip_out(torch.zeros(1), self.prediction)
         if not 0.0 <= self.label_dropout <= 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1], got {self.label_dropout}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        for name in ("lr", "grad_clip", "q"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not self.q > 1:
             raise ValueError(f"q must be > 1 (Δt shrinks by q per stage), got {self.q}")
 
@@ -286,110 +275,40 @@ def tune(cfg: TuneConfig, out: str | Path, net: nn.Module, s: NoiseSchedule, dat
          resume: bool = False, device: torch.device | None = None, progress: bool = True,
          stop_after: int | None = None) -> Path:
     """Run (or continue) easy consistency tuning of ``net`` (a course U-Net, e.g. the shipped ε-model) in
-    folder ``out``: atomic checkpoints ``last.pt`` every ``checkpoint_every`` updates, one per finished stage
-    (``stage_path``), a ``log.jsonl``. stop_after: stop (with a checkpoint) after this many updates of this
-    call. Returns the path of the last checkpoint."""
+    folder ``out`` (the loop, checkpoints and resume: finetune.run), one snapshot per finished stage
+    (``stage_path``). data: ``(images, labels or None)``, default ``data.load(cfg.data, "train")``. A
+    class-conditional net gets the null label with probability ``cfg.label_dropout``, its label otherwise.
+    Returns the path of the last checkpoint."""
     cfg.validate()
-    if device is None:
-        from . import device as default_device
-        device = default_device()
-    out, log = Path(out), (lambda msg: print(msg, file=sys.stderr, flush=True))
-    last = out / "last.pt"
-    net = net.to(device).train().requires_grad_(True)
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    cfg_model = getattr(net, "config", None)
-    model_cfg = cfg_model.to_dict() if hasattr(cfg_model, "to_dict") else cfg_model
-    step, wall = 0, 0.0
-    if resume and last.exists():
-        ckpt = load_checkpoint(last)
-        if ckpt.get("kind") != KIND:
-            raise CheckpointError(f"{last} is not a consistency-tuning checkpoint (kind={ckpt.get('kind')!r})")
-        saved = {k: v for k, v in ckpt["config"].items() if k in TuneConfig.__dataclass_fields__}
-        changed = [k for k, v in asdict(cfg).items() if k not in ("iters", "checkpoint_every", "command")
-                   and saved.get(k) != v]
-        if changed or ckpt["config"].get("model_config") != model_cfg:
-            raise CheckpointError(f"--resume with other settings than {last} ({', '.join(changed) or 'network'})"
-                                  "; pass the run's own values, or start a new out folder")
-        if not torch.equal(ckpt["betas"], s.betas):
-            raise CheckpointError(f"{last} was made with another noise schedule")
-        net.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"]["data"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        step, wall = ckpt["step"], ckpt["wall_time"]
-        log(f"resuming at update {step} of {cfg.iters} (stage {cfg.stage(step)}; {last})")
-    elif resume:
-        log(f"--resume: no checkpoint in {out}, starting from the beginning")
-    out.mkdir(parents=True, exist_ok=True)
     if data is None:
         from .data import load
         data = load(cfg.data, "train")
     x_all, y_all = data
     null = getattr(net, "null_label", None)
     conditional = isinstance(null, int) and not isinstance(null, bool)
+    labels = y_all if y_all is not None else torch.zeros(x_all.shape[0], dtype=torch.long)
 
-    def state() -> dict:
-        config = {**asdict(cfg), "model_config": model_cfg, "schedule": s.name, "T": s.T,
-                  "precision": "fp32", "precision_used": "fp32"}
-        return {"format": CHECKPOINT_FORMAT, "version": 1, "kind": KIND, "step": step, "wall_time": wall,
-                "machine": describe_machine(device),
-                "stage": cfg.stage(max(step - 1, 0)), "config": config, "betas": s.betas,
-                "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()}}
-
-    from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.iters, initial=step, disable=not progress, desc="consistency tuning",
-               dynamic_ncols=True)
-    call_start, wall_start, done_here, smooth = time.perf_counter(), wall, 0, None
-    while step < cfg.iters and (stop_after is None or done_here < stop_after):
-        idx = torch.randint(0, x_all.shape[0], (cfg.batch_size,), generator=gen)
-        x0 = x_all[idx].to(device)
-        y = None
-        if conditional:
-            if y_all is None or cfg.label_dropout == 1.0:
-                y = torch.full((cfg.batch_size,), null, dtype=torch.long)
-            else:
-                y = y_all[idx].clone().long()
-                y[torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout] = null
-            y = y.to(device)
+    def batch_loss(model, batch, step, gen):
+        x0, y = batch
+        if not conditional:
+            y = None
+        elif y_all is None or cfg.label_dropout == 1.0:
+            y = torch.full_like(y, null)
+        else:
+            y = y.clone().long()
+            y[(torch.rand(y.shape[0], generator=gen) < cfg.label_dropout).to(y.device)] = null
         stage = cfg.stage(step)
-        loss = ect_loss(net, x0, s, stage, y=y, prediction=cfg.prediction, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        ema_update(ema, net, cfg.ema_decay, step)
-        step, done_here = step + 1, done_here + 1
-        lv = loss.item()
-        if not math.isfinite(lv):
-            raise FloatingPointError(f"loss became {lv} at update {step}; lower the lr")
-        smooth = lv if smooth is None else 0.98 * smooth + 0.02 * lv
-        bar.set_postfix(stage=stage, loss=f"{smooth:.4f}", refresh=False)
-        bar.update(1)
-        wall = wall_start + time.perf_counter() - call_start
-        if step % 50 == 0 or step == cfg.iters:
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps({"update": step, "stage": stage, "loss": round(smooth, 6),
-                                    "wall_time": round(wall, 1)}) + "\n")
-        if step % cfg.checkpoint_every == 0 or step == cfg.iters or done_here == stop_after:
-            save_checkpoint(last, state())
-        if step % cfg.stage_iters == 0 or step == cfg.iters:
-            save_checkpoint(stage_path(out, stage), state())
-    bar.close()
-    return last
+        return ect_loss(model, x0, s, stage, y=y, prediction=cfg.prediction, generator=gen), {"stage": stage}
+
+    def snapshot(step):
+        done = step % cfg.stage_iters == 0 or step == cfg.iters
+        return stage_path(out, cfg.stage(step - 1)) if done else None
+
+    return finetune.run(cfg, KIND, out, net, s, (x_all, labels), batch_loss, snapshot=snapshot, resume=resume,
+                        device=device, progress=progress, stop_after=stop_after, desc="consistency tuning")
 
 
 def load_tuned(path: str | Path, ema: bool = True) -> tuple[nn.Module, str]:
     """The consistency model in a ``tune`` checkpoint: (U-Net in eval mode on the CPU, prediction)."""
-    from .unet import UNet
-
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != KIND:
-        raise CheckpointError(f"{path} is not a consistency-tuning checkpoint (kind={ckpt.get('kind')!r})")
-    net = UNet(ckpt["config"]["model_config"])
-    net.load_state_dict(ckpt["ema" if ema else "model"])
-    return net.eval().requires_grad_(False), ckpt["config"]["prediction"]
+    net, config = finetune.load(path, KIND, ema)
+    return net, config["prediction"]

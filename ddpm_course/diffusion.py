@@ -1,4 +1,4 @@
-"""The forward process q, its posterior, the training loss, and the ε / x₀ / v parameterisations.
+"""The forward process q, its posterior, the training loss, and the ε / x₀ / v / flow parameterisations.
 
 Notation follows DDPM (Ho et al. 2020): x_0 data, ε ~ N(0, I), ᾱ_t = ∏ α_s.
 Schedule tables are float64; values are cast to the data's dtype and device where they are used.
@@ -10,7 +10,7 @@ import torch
 
 from .schedule import NoiseSchedule
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = ("eps", "x0", "v", "flow")   # flow: the rectified-flow velocity u = ε − x_0 (flow.py)
 
 
 def per_sample(values, like: torch.Tensor) -> torch.Tensor:
@@ -109,6 +109,20 @@ def v_target(x0, eps, ab):
     return ab.sqrt() * eps - (1 - ab).sqrt() * x0
 
 
+# --- the flow velocity u = ε − x_0 of the straight path (1 − τ) x_0 + τ ε (Liu et al. 2023; flow.py) ------
+# With α = √ᾱ, σ = √(1−ᾱ): x_t = α x_0 + σ ε and u = ε − x_0 give ε = (x_t + α u)/(α + σ), x_0 = ε − u.
+def flow_to_eps(x_t, u, ab):
+    """ε̂ = (x_t + √ᾱ u) / (√ᾱ + √(1−ᾱ))."""
+    ab = per_sample(ab, x_t)
+    return (x_t + ab.sqrt() * u) / (ab.sqrt() + (1 - ab).sqrt())
+
+
+def flow_to_x0(x_t, u, ab):
+    """x̂_0 = (x_t − √(1−ᾱ) u) / (√ᾱ + √(1−ᾱ))."""
+    ab = per_sample(ab, x_t)
+    return (x_t - (1 - ab).sqrt() * u) / (ab.sqrt() + (1 - ab).sqrt())
+
+
 def to_eps(output: torch.Tensor, x_t: torch.Tensor, ab, prediction: str = "eps") -> torch.Tensor:
     """Turn a model output in any parameterisation into ε̂."""
     if prediction == "eps":
@@ -117,6 +131,8 @@ def to_eps(output: torch.Tensor, x_t: torch.Tensor, ab, prediction: str = "eps")
         return x0_to_eps(x_t, output, ab)
     if prediction == "v":
         return v_to_eps(x_t, output, ab)
+    if prediction == "flow":
+        return flow_to_eps(x_t, output, ab)
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 

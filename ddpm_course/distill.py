@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .diffusion import PREDICTIONS, eps_to_x0, per_sample, v_to_x0
+from .diffusion import PREDICTIONS, eps_to_x0, flow_to_x0, per_sample, v_to_x0
 from .schedule import NoiseSchedule
 from .train import (
     CHECKPOINT_FORMAT,
@@ -59,7 +59,8 @@ KIND = "progressive-distillation"
 # --- the pieces of Algorithm 2 ---------------------------------------------------------------------------
 def predict_x0(output: torch.Tensor, z_t: torch.Tensor, ab_t, prediction: str) -> torch.Tensor:
     """The clean prediction x̂ from a model output in any parameterisation (Salimans & Ho §4):
-    ε: x̂ = (z_t − σ_t ε̂)/α_t;  x0: x̂ itself;  v: x̂ = α_t z_t − σ_t v̂."""
+    ε: x̂ = (z_t − σ_t ε̂)/α_t;  x0: x̂ itself;  v: x̂ = α_t z_t − σ_t v̂;  flow (u = ε − x):
+    x̂ = (z_t − σ_t û)/(α_t + σ_t)."""
     ab = per_sample(ab_t, z_t)
     if prediction == "eps":
         return eps_to_x0(z_t, output, ab)
@@ -67,6 +68,8 @@ def predict_x0(output: torch.Tensor, z_t: torch.Tensor, ab_t, prediction: str) -
         return output
     if prediction == "v":
         return v_to_x0(z_t, output, ab)
+    if prediction == "flow":
+        return flow_to_x0(z_t, output, ab)
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
@@ -524,7 +527,8 @@ def fit_to_oracle(net: nn.Module, oracle, s: NoiseSchedule, x_data: torch.Tensor
         with torch.no_grad():
             eps = oracle(x_t, t).to(x0)
             x0_hat = eps_to_x0(x_t, eps, ab)
-            target = {"eps": eps, "x0": x0_hat, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0_hat}[prediction]
+            target = {"eps": eps, "x0": x0_hat, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0_hat,
+                      "flow": eps - x0_hat}[prediction]
         for g in opt.param_groups:
             g["lr"] = lr * (1 - k / iters)
         loss = (net(x_t, t) - target).pow(2).mean()

@@ -384,7 +384,7 @@ def consistency_sample(eps_model, x, grid, *, generator=None, callback=None):
             callback(i, x, x0)
         if i == len(grid) - 1:
             return x0
-        x = math.sqrt(ab[i + 1]) * x0 + math.sqrt(1 - ab[i + 1]) * _randn(x, generator)   # re-noise to τ_{i+1}
+        x = math.sqrt(ab[i + 1]) * x0 + math.sqrt(1 - ab[i + 1]) * _randn(x, generator)   # noise to τ_i+1
     return x
 
 
@@ -392,7 +392,8 @@ SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample, "he
             "dpmpp_2m": dpmpp_2m_sample, "euler_ancestral": euler_ancestral_sample,
             "dpmpp_2m_sde": dpmpp_2m_sde_sample, "unipc": unipc_sample,
             "consistency": consistency_sample}
-STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde", "consistency")   # (and ddim with η > 0): they draw fresh noise
+# (and ddim with η > 0): they draw fresh noise
+STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde", "consistency")
 
 
 # --- the public entry points -----------------------------------------------------------------------------

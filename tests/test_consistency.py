@@ -13,7 +13,7 @@ import ddpm_course as dc
 from ddpm_course import consistency as cm
 from ddpm_course import distill
 from ddpm_course.diffusion import eps_to_x0, v_to_x0
-from ddpm_course.train import CheckpointError
+from ddpm_course.train import CheckpointError, load_checkpoint
 
 S = dc.NoiseSchedule.linear(1000)
 SIG_MIN, SIG_MAX = float(S.sigmas[0]), float(S.sigmas[-1])
@@ -101,8 +101,8 @@ def test_cd_target_by_hand_with_the_exact_gaussian_ode():
         return (xs - oracle.denoise(xs, sigma)) / sigma
 
     target = cm.cd_target(f_star, eps, x, 2.0, 1.5)
-    by_hand = mu + (x + (1.5 - 2.0) * (x - (mu + sd**2 / (sd**2 + 4) * (x - mu))) / 2.0 - mu) * sd / math.sqrt(
-        sd**2 + 1.5**2)
+    eps_hat = (x - (mu + sd**2 / (sd**2 + 4) * (x - mu))) / 2.0          # (x̃ − D)/σ at σ = 2
+    by_hand = mu + (x + (1.5 - 2.0) * eps_hat - mu) * sd / math.sqrt(sd**2 + 1.5**2)
     torch.testing.assert_close(target, by_hand)
     errors = [float((cm.cd_target(f_star, eps, x, 2.0, 2.0 - h) - f_star(x, 2.0)).abs().max())
               for h in (0.4, 0.2, 0.1)]
@@ -149,7 +149,8 @@ def test_multistep_by_hand():
     z = [torch.tensor([[0.5, 0.25]], dtype=torch.float64)]
     got = cm.multistep(f, x_T, [10.0, 2.0], noise=z)
     x = math.tanh(3.0) / 11, math.tanh(-1.0) / 11
-    want = torch.tensor([[math.tanh(x[0] + 2 * 0.5) / 3, math.tanh(x[1] + 2 * 0.25) / 3]], dtype=torch.float64)
+    want = torch.tensor([[math.tanh(x[0] + 2 * 0.5) / 3, math.tanh(x[1] + 2 * 0.25) / 3]],
+                        dtype=torch.float64)
     torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="strictly decreasing"):
         cm.multistep(f, x_T, [1.0, 2.0])
@@ -232,7 +233,7 @@ def test_tune_resumes_bit_identically_and_refuses_other_settings(tmp_path):
             stop_after=4)
     cm.tune(cfg, tmp_path / "b", copy.deepcopy(init), S, (x, y), device=cpu, progress=False,
             resume=True)
-    a, b = (cm.load_checkpoint(tmp_path / d / "last.pt") for d in ("a", "b"))
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("a", "b"))
     assert a["step"] == b["step"] == 6
     for k in a["ema"]:
         assert torch.equal(a["ema"][k], b["ema"][k]), k

@@ -92,7 +92,11 @@ def test_conversions_round_trip():
         assert torch.allclose(D.to_eps(eps, x_t, ab, "eps"), eps)
         assert torch.allclose(D.to_eps(x0, x_t, ab, "x0"), eps, atol=1e-9)
         assert torch.allclose(D.to_eps(v, x_t, ab, "v"), eps, atol=1e-9)
-    with pytest.raises(ValueError, match=r"prediction must be one of \('eps', 'x0', 'v'\)"):
+        u = eps - x0                                                  # the flow velocity of the straight path
+        assert torch.allclose(D.flow_to_eps(x_t, u, ab), eps, atol=1e-9)
+        assert torch.allclose(D.flow_to_x0(x_t, u, ab), x0, atol=1e-9)
+        assert torch.allclose(D.to_eps(u, x_t, ab, "flow"), eps, atol=1e-9)
+    with pytest.raises(ValueError, match=r"prediction must be one of \('eps', 'x0', 'v', 'flow'\)"):
         D.to_eps(eps, eps, 0.5, "score")
 
 

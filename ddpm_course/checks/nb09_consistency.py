@@ -52,10 +52,10 @@ def _skip_out_cases() -> list[Case]:
     sig = torch.tensor([0.0, 0.01, 0.3, 1.0, 3.0, 157.0], dtype=torch.float64)
     low = torch.tensor([0.0, 1e-3, 0.01], dtype=torch.float64)
     return [
-        case("the boundary, ε-model, σ = 0, 0.001, 0.01: f(x, 0) = x needs c_skip = 1, c_out = 0 at σ = 0", low,
-             "eps"),
-        case("the boundary, v-model, σ = 0, 0.001, 0.01: f(x, 0) = x needs c_skip = 1, c_out = 0 at σ = 0", low,
-             "v"),
+        case("the boundary, ε-model, σ = 0, 0.001, 0.01: f(x, 0) = x needs c_skip = 1, c_out = 0 at σ = 0",
+             low, "eps"),
+        case("the boundary, v-model, σ = 0, 0.001, 0.01: f(x, 0) = x needs c_skip = 1, c_out = 0 at σ = 0",
+             low, "v"),
         case("ε-model, σ from 0 to 157: f must be the denoiser x̃ − σ ε̂", sig, "eps"),
         case("v-model, σ from 0 to 157: f must be x̂_0 = √ᾱ z − √(1−ᾱ) v̂ with ᾱ = 1/(1+σ²), z = √ᾱ x̃", sig,
              "v"),
@@ -79,10 +79,11 @@ def _cd_target_cases() -> list[Case]:
              gauss.f, gauss.eps, 0.3 + 2.0 * pts, 2.0, 1.5),
         case("the last pair, σ_1 → σ_0 = 0: the teacher steps to the clean level, where f(x, 0) = x",
              _TanhF(), _tanh_eps, pts + 0.01 * _randn(g, 6, 2).double(), float(sig[1]), 0.0),
-        case("images (3,1,5,5), tanh teacher and f, the top two levels of the 18-level grid (σ = 157 → 98)", _TanhF(),
-             _tanh_eps, 80.0 * img, float(sig[-1]), float(sig[-2])),
+        case("images (3,1,5,5), tanh teacher and f, the top two levels of the 18-level grid (σ = 157 → 98)",
+             _TanhF(), _tanh_eps, 80.0 * img, float(sig[-1]), float(sig[-2])),
         case("per-sample levels (6,) for a batch of points", _TanhF(), _tanh_eps, 3.0 * pts,
-             torch.linspace(0.5, 4.0, 6, dtype=torch.float64), torch.linspace(0.4, 3.0, 6, dtype=torch.float64)),
+             torch.linspace(0.5, 4.0, 6, dtype=torch.float64),
+             torch.linspace(0.4, 3.0, 6, dtype=torch.float64)),
     ]
 
 
@@ -116,7 +117,8 @@ def _multistep_reference(f, x_T, sigmas, noise):
 skip_out = Check(
     "skip_out", exact(_skip_out_reference), _skip_out_cases, outputs=("c_skip", "c_out"),
     doc="skip_out(sigma, prediction) -> (c_skip, c_out) with f = c_skip·x̃ + c_out·F: for 'eps' (1, −σ), "
-        "the denoiser x̃ − σ ε̂; for 'v' (1/(1+σ²), −σ/√(1+σ²)); both (1, 0) at σ = 0 (Song et al. 2023, eq. 5).")
+        "the denoiser x̃ − σ ε̂; for 'v' (1/(1+σ²), −σ/√(1+σ²)); both (1, 0) at σ = 0 (Song et al. 2023, "
+        "eq. 5).")
 cd_target = Check(
     "cd_target", _cd_target_reference, _cd_target_cases,
     doc="cd_target(f_ema, eps_fn, x_next, sig_next, sig_n) -> f_ema(x_hat, sig_n), x_hat = x_next + "
