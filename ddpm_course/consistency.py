@@ -6,7 +6,7 @@ PF-ODE is dx̃/dσ = ε̂(x̃, σ). The network itself sees the VP state z = x̃
 timestep t(σ) of the course's schedule, exactly as the samplers call it.
 
     consistency property   f(x̃_σ, σ) = f(x̃_σ', σ') for all points of one trajectory   (Song et al. §3)
-    boundary condition     f(x̃, 0) = x̃                                                (eq. 4, with σ_min = 0)
+    boundary condition     f(x̃, 0) = x̃                                         (§3, with σ_min = ε = 0)
     parameterisation       f_θ(x̃, σ) = c_skip(σ) x̃ + c_out(σ) F_θ(x̃, σ),
                            c_skip(0) = 1, c_out(0) = 0                                  (eq. 5)
 
@@ -19,11 +19,11 @@ distilled students, outputs v. An x₀-output (c_skip = 0, c_out = 1) breaks the
 Two ways to train f_θ:
   consistency distillation (Algorithm 2): levels σ_1 < … < σ_N, the teacher's one ODE step
       x̂_{n} = x̃_{n+1} + (σ_n − σ_{n+1}) ε̂(x̃_{n+1}, σ_{n+1})   (Euler = DDIM η = 0)
-    and the loss d(f_θ(x̃_{n+1}, σ_{n+1}), f_θ⁻(x̂_n, σ_n)) with θ⁻ an EMA of θ (eq. 7–8);
+    and the loss d(f_θ(x̃_{n+1}, σ_{n+1}), f_θ⁻(x̂_n, σ_n)) with θ⁻ ← μ θ⁻ + (1 − μ) θ, an EMA of θ;
   easy consistency tuning, ECT (Geng et al. 2024): no teacher. x̃_t = x_0 + t ε and x̃_r = x_0 + r ε share
     one ε, r = t − Δt with Δt/t = n(t)/q^a, n(t) = 1 + k·sigmoid(−b t) at stage a = 0, 1, …: at a = 0 every
     r is 0, the target f(x̃_0, 0) = x_0 and the loss is plain denoising; each stage halves Δt, towards
-    consistency. Loss (1/(t − r))·d(f_θ(x̃_t, t), sg f_θ(x̃_r, r)) with the pseudo-Huber d (iCT, Song &
+    consistency. Loss (1/(t − r))·d(f_θ(x̃_t, t), sg f_θ(x̃_r, r)) with the pseudo-Huber metric of iCT (Song &
     Dhariwal 2023): d(a, b) = √(‖a − b‖² + c²) − c.
 Multistep sampling (Algorithm 1) is ``dc.sample(..., sampler="consistency")`` (samplers.py).
 """
@@ -143,10 +143,11 @@ def distill_toy(net: nn.Module, oracle, s: NoiseSchedule, x_data: torch.Tensor, 
                 prediction: str = "v", generator=None,
                 progress: bool = False) -> tuple[nn.Module, list[float]]:
     """Consistency distillation (Algorithm 2) of a toy network from an exact ODE teacher: repeat
-    x ~ data, n ~ U{1, …, N−1}... here n ~ U{0, …, N−1}; x̃_{n+1} = x + σ_{n+1} ε; x̂_n = one Euler step of
-    the teacher; L = ‖f_θ(x̃_{n+1}, σ_{n+1}) − f_θ⁻(x̂_n, σ_n)‖² (squared ℓ2 as d); θ⁻ ← μ θ⁻ + (1 − μ) θ.
+    x ~ data, n ~ U{0, …, N−1} (pairs σ_n < σ_{n+1} of ``cd_levels``, σ_0 = 0 the boundary);
+    x̃_{n+1} = x + σ_{n+1} ε; x̂_n = one Euler step of the teacher; L = ‖f_θ(x̃_{n+1}, σ_{n+1}) −
+    f_θ⁻(x̂_n, σ_n)‖² (squared ℓ2 as d); θ⁻ ← μ θ⁻ + (1 − μ) θ with μ = ``ema_decay``.
     ``net`` (z, t) → ``prediction``, e.g. dc.distill.ToyMLP fitted to the oracle, so f starts as the
-    denoiser. Returns (θ⁻, the target network — the one the paper samples with, losses)."""
+    denoiser. Returns (θ⁻, the losses); θ⁻, the target network, is the model the paper samples with."""
     from tqdm.auto import tqdm
 
     skip_out(torch.zeros(1), prediction)                                  # fail now on a bad prediction
@@ -170,7 +171,7 @@ def distill_toy(net: nn.Module, oracle, s: NoiseSchedule, x_data: torch.Tensor, 
         opt.step()
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - ema_decay)                               # θ⁻ ← μ θ⁻ + (1 − μ) θ (eq. 8)
+                p_ema.lerp_(p, 1 - ema_decay)                               # θ⁻ ← μ θ⁻ + (1 − μ) θ
         losses.append(loss.item())
     return ema, losses
 
@@ -192,7 +193,7 @@ def ect_r(t: torch.Tensor, stage: int, sigma_min: float, **mapping) -> torch.Ten
 
 
 def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
-    """d(a, b) = √(‖a − b‖² + c²) − c per sample (Song & Dhariwal 2023, §3.3): ≈ ‖a − b‖²/(2c) for small
+    """d(a, b) = √(‖a − b‖² + c²) − c per sample (iCT, Song & Dhariwal 2023): ≈ ‖a − b‖²/(2c) for small
     errors, ≈ ‖a − b‖ for large ones."""
     if not c > 0:
         raise ValueError(f"c must be > 0, got {c!r}")

@@ -4,7 +4,7 @@ course's VP diffusion.
 Flow time τ ∈ [0, 1] (τ = 0 data, τ = 1 noise; Liu et al. 2023 and Lipman et al. 2023 run it the other
 way, our direction matches the course's t):
 
-    x_τ = (1 − τ) x_0 + τ ε,   velocity  u = dx_τ/dτ = ε − x_0                    (rectified flow, eq. 1)
+    x_τ = (1 − τ) x_0 + τ ε,   velocity  u = dx_τ/dτ = ε − x_0          (the linear path of rectified flow)
     flow matching loss   E ‖u_θ(x_τ, τ) − (ε − x_0)‖²,  τ ~ U, x_0 ~ data, ε ~ N(0, I)
     sampling             dx/dτ = u_θ(x, τ) from x_1 = ε down to τ = 0 (Euler: x ← x − Δτ u_θ)
 
@@ -14,9 +14,9 @@ The velocity of a diffusion model is u = ε̂ − x̂_0, and one Euler step in �
 one DDIM step between them — the same trajectories, so every course sampler applies to a velocity model
 (``prediction="flow"`` in dc.sample converts u to ε̂) and every flow sampler to the course's ε-model.
 
-**Reflow** (Liu et al. 2023, §2.3): pair each noise ε with the sample x_0 = ODE(ε) of a trained model and
+**Reflow** (Liu et al. 2023): pair each noise ε with the sample x_0 = ODE(ε) of a trained model and
 fit the velocity of the straight line between them. The pairs are *coupled*, so the paths of the new
-model cross less and are straighter: few Euler steps follow them well. Straightness (§2.2, eq. 5):
+model cross less and are straighter: few Euler steps follow them well. Liu et al.'s straightness:
 S = ∫ E ‖(x_1 − x_0) − u(x_τ, τ)‖² dτ, zero for straight paths.
 """
 
@@ -143,7 +143,7 @@ def uniform_taus(steps: int, tau_max: float = 1.0) -> torch.Tensor:
 
 
 def straightness(path, taus) -> float:
-    """Liu et al. 2023, eq. 5, on a discretised path (states at the decreasing levels ``taus``, e.g. from
+    """Liu et al.'s straightness on a discretised path (states at the decreasing levels ``taus``, e.g. from
     ``euler(..., return_path=True)``): S = Σ_k Δτ_k E ‖(x_1 − x_0)/(τ_max − τ_min) − u_k‖² / (τ_max − τ_min),
     u_k = (x_k − x_{k+1})/Δτ_k the velocity on segment k. 0 for a straight path at constant speed."""
     taus = torch.as_tensor(taus, dtype=torch.float64).reshape(-1)
@@ -173,6 +173,33 @@ def flow_matching_loss(net, x0: torch.Tensor, eps: torch.Tensor, s: NoiseSchedul
     tt = t.to(x0.device, torch.promote_types(x0.dtype, torch.float32))
     out = net(z, tt) if y is None else net(z, tt, y)
     return (out - velocity_target(x0, eps)).pow(2).mean()
+
+
+def fit_velocity(net: nn.Module, s: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor | None = None, *,
+                 iters: int = 2000, batch_size: int = 512, lr: float = 2e-3, generator=None,
+                 progress: bool = False) -> list[float]:
+    """Train a small velocity network on 2-D data in memory (Adam, learning rate decaying linearly to 0):
+    with ``eps=None`` each batch draws fresh independent noise — flow matching; with ``eps`` the rows of
+    (eps, x0) are pairs — reflow. Returns the losses of flow_matching_loss."""
+    from tqdm.auto import tqdm
+
+    if eps is not None and eps.shape != x0.shape:
+        raise ValueError(f"eps must have the shape of x0, {tuple(x0.shape)}, got {tuple(eps.shape)}")
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    losses = []
+    for k in tqdm(range(iters), disable=not progress, desc="flow matching" if eps is None else "reflow"):
+        idx = torch.randint(0, x0.shape[0], (batch_size,), generator=generator)
+        e = eps[idx] if eps is not None else torch.randn(x0[idx].shape, generator=generator, dtype=x0.dtype)
+        for group in opt.param_groups:
+            group["lr"] = lr * (1 - k / iters)
+        loss = flow_matching_loss(net, x0[idx], e, s, generator=generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    net.eval()
+    return losses
 
 
 @dataclass

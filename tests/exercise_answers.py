@@ -264,6 +264,27 @@ def multistep_mine(f, x_T, sigmas, noise):
     return x
 
 
+def flow_pair_mine(x0, eps, tau):
+    tau = torch.as_tensor(tau, dtype=x0.dtype).reshape(-1, *[1] * (x0.dim() - 1))
+    return x0 + tau * (eps - x0), eps - x0                                 # walk from x_0 along u
+
+
+def vp_to_flow_mine(z, ab):
+    scale = ab.sqrt() + (1 - ab).sqrt()                                    # √ᾱ + √(1−ᾱ)
+    sigma = ((1 - ab) / ab).sqrt()
+    return z / scale.to(z.dtype).reshape(-1, *[1] * (z.dim() - 1)), sigma / (1 + sigma)
+
+
+def straightness_mine(path, taus):
+    taus = [float(t) for t in taus]
+    x = torch.stack([p.double() for p in path])                            # (K+1, B, ...)
+    d = torch.tensor([a - b for a, b in zip(taus, taus[1:], strict=False)], dtype=torch.float64)
+    u = (x[:-1] - x[1:]) / d.reshape(-1, *[1] * (x.dim() - 1))
+    chord = (x[0] - x[-1]) / (taus[0] - taus[-1])
+    err = (u - chord).pow(2).flatten(2).sum(2).mean(1)                      # per segment
+    return float((d * err).sum() / (taus[0] - taus[-1]))
+
+
 INDEPENDENT = {
     "snr": (snr_inverted,),
     "alpha_bars": (alpha_bars_log_sum,),
@@ -295,4 +316,7 @@ INDEPENDENT = {
     "skip_out": (skip_out_mine,),
     "cd_target": (cd_target_mine,),
     "multistep": (multistep_mine,),
+    "flow_pair": (flow_pair_mine,),
+    "vp_to_flow": (vp_to_flow_mine,),
+    "straightness": (straightness_mine,),
 }

@@ -26,6 +26,7 @@ IN_NOTEBOOK_ORDER = [
     "two_ddim_steps", "distill_target", "loss_weight",                              # 07
     "drop_labels", "guided_eps", "per_digit_accuracy",                              # 08
     "skip_out", "cd_target", "multistep",                                           # 09
+    "flow_pair", "vp_to_flow", "straightness",                                      # 10
 ]
 # checks that, once the fixed cases agree, also run the answer inside a whole sampler, and what they print
 WHOLE_RUN = {

@@ -31,6 +31,7 @@ from . import (
     nb07_few_step,
     nb08_guidance,
     nb09_consistency,
+    nb10_flow,
 )
 from .framework import (
     TIME_LIMIT_S,
@@ -70,9 +71,11 @@ from .nb06_evaluation import fit_cost, frechet_distance, inception_score, mmd2_u
 from .nb07_few_step import distill_target, loss_weight, two_ddim_steps
 from .nb08_guidance import GuidedWith, class_mixture, drop_labels, guided_eps, per_digit_accuracy
 from .nb09_consistency import cd_target, multistep, skip_out
+from .nb10_flow import flow_pair, straightness, vp_to_flow
 
 NOTEBOOKS = (nb00_welcome, nb01_forward, nb02_noise_prediction, nb03_ddpm, nb04_ddim, nb05_fast_samplers,
-             nb06_evaluation, nb07_few_step, nb08_guidance, nb09_consistency)
+             nb06_evaluation, nb07_few_step, nb08_guidance, nb09_consistency,
+             nb10_flow)
 
 # Every check, name -> Check, in notebook order (a new notebook's module goes into NOTEBOOKS above).
 ALL: dict[str, Check] = {c.name: c for module in NOTEBOOKS for c in module.CHECKS}
@@ -89,4 +92,5 @@ __all__ = [
     "heun_step", "dpmpp_2m_update", "karras_sigmas", "euler_ancestral_step", "frechet_distance",
     "mmd2_unbiased", "inception_score", "fit_cost", "two_ddim_steps", "distill_target", "loss_weight",
     "drop_labels", "guided_eps", "per_digit_accuracy", "skip_out", "cd_target", "multistep",
+    "flow_pair", "vp_to_flow", "straightness",
 ]
