@@ -35,8 +35,10 @@
 # | 06 | evaluation: classifier FID/KID, the Inception Score, quality vs number of steps, timing | the Fréchet distance, the unbiased MMD² (KID), the Inception Score, the cost per network call |
 # | 07 | few-step generation: distilling the course model | the two-step teacher, the distillation target, the loss weight |
 # | 08 | class-conditional generation and classifier-free guidance | label dropout, the guided ε, per-digit accuracy |
+# | 09 | consistency models: one-step generation, consistency distillation on toy data, tuning the course model | c_skip and c_out, the distillation target, the multistep sampler |
+# | 10 | flow matching and rectified flow: the same samplers on straight paths; where the field goes next | the flow-matching pair, the VP-to-flow conversion, straightness |
 #
-# 26 exercises in all, each with a check.
+# 32 exercises in all, each with a check.
 #
 # Every notebook lists its objectives and run time at the top and ends with a summary.
 

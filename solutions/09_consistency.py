@@ -227,17 +227,18 @@ dc.viz.show_row(torch.cat([noisy.clamp(-1, 1).cpu(), f_eps.clamp(-1, 1).cpu()]),
 #
 # Write `cd_target(f_ema, eps_fn, x_next, sig_next, sig_n)`: `f_ema(x̃, σ)` is the target network's
 # consistency function, `eps_fn(x̃, σ)` the teacher's ε̂ in σ-space, `x_next` = x̃_{n+1}; the levels are
-# numbers or per-sample tensors (B,). Return f_θ⁻(x̂_n, σ_n) (no gradient is needed: use `torch.no_grad()`).
+# numbers or per-sample tensors (B,). Return f_θ⁻(x̂_n, σ_n) (no gradient flows into a target: the
+# decorator `torch.no_grad()` sees to that).
 
 # %% tags=["exercise"]
+@torch.no_grad()
 def cd_target(f_ema, eps_fn, x_next, sig_next, sig_n):
     """The consistency-distillation target f_ema(x̂_n, σ_n), x̂_n one teacher Euler step from x_next."""
     ### BEGIN SOLUTION
-    with torch.no_grad():
-        step = torch.as_tensor(sig_n, dtype=x_next.dtype) - torch.as_tensor(sig_next, dtype=x_next.dtype)
-        step = step.reshape(-1, *[1] * (x_next.dim() - 1))          # per sample, broadcast over the rest
-        x_hat = x_next + step * eps_fn(x_next, sig_next)             # dx̃/dσ = ε̂
-        return f_ema(x_hat, sig_n)
+    step = torch.as_tensor(sig_n, dtype=x_next.dtype) - torch.as_tensor(sig_next, dtype=x_next.dtype)
+    step = step.reshape(-1, *[1] * (x_next.dim() - 1))              # per sample, broadcast over the rest
+    x_hat = x_next + step * eps_fn(x_next, sig_next)                 # dx̃/dσ = ε̂
+    return f_ema(x_hat, sig_n)
     ### END SOLUTION
 
 
