@@ -93,9 +93,9 @@ def cmd_export(args) -> None:
                             "CPU core; unconditional (call it without y); benchmarks/consistency_mnist.py."}
     if cfg["init"] in dc.pretrained.available():
         extra["consistency"]["init_sha256"] = dc.pretrained.manifest(cfg["init"])["sha256"]
-    cfg.setdefault("data", "mnist_subset")
-    cfg.setdefault("precision", "fp32")
-    path = export(args.checkpoint, args.name, command=" ".join(["python", *sys.argv]), extra=extra)
+    extra["unconditional"] = True                        # tuned with the null label only: call it without y
+    path = export(args.checkpoint, args.name, weights_dir=args.weights_dir,
+                  command=" ".join(["python", *sys.argv]), extra=extra)
     print(f"wrote {path}")
 
 
@@ -268,6 +268,7 @@ def main(argv=None) -> None:
     x = sub.add_parser("export", help="ship a checkpoint as package weights")
     x.add_argument("--checkpoint", type=Path, required=True)
     x.add_argument("--name", required=True)
+    x.add_argument("--weights-dir", type=Path, default=None, help="default: the package's weights folder")
     c = sub.add_parser("compare", help="FID/KID at NFE 1, 2, 4 against the students and the solvers")
     c.add_argument("--n", type=int, default=1000)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -85,9 +85,9 @@ def cmd_export(args) -> None:
     if ckpt.get("kind") != flow.KIND:
         sys.exit(f"reflow_mnist: {args.checkpoint} is not a reflow checkpoint")
     cfg = ckpt["config"]
-    cfg.setdefault("data", "mnist_subset")
     extra = {"sampling": {"sampler": "ddim", "steps": 1, "spacing": "trailing", "prediction": "flow"},
              "reflow": {k: cfg[k] for k in ("iters", "lr", "pairs", "init")},
+             "data": f"noise paired with the ODE samples of {cfg['init']}: {cfg['pairs']}",
              "description": f"A rectified flow (reflow, Liu et al. 2023) fine-tuned from the shipped "
                             f"{cfg['init']} model on noise/ODE-sample pairs, {ckpt['step']} updates of batch "
                             f"{cfg['batch_size']} on one CPU core; it outputs the velocity ε − x_0 "
@@ -95,7 +95,9 @@ def cmd_export(args) -> None:
                             "flow time; benchmarks/reflow_mnist.py."}
     if cfg["init"] in dc.pretrained.available():
         extra["reflow"]["init_sha256"] = dc.pretrained.manifest(cfg["init"])["sha256"]
-    path = export(args.checkpoint, args.name, command=" ".join(["python", *sys.argv]), extra=extra)
+    extra["unconditional"] = True                        # tuned with the null label only: call it without y
+    path = export(args.checkpoint, args.name, weights_dir=args.weights_dir,
+                  command=" ".join(["python", *sys.argv]), extra=extra)
     print(f"wrote {path}")
 
 
@@ -118,6 +120,7 @@ def main(argv=None) -> None:
     x = sub.add_parser("export", help="ship a reflow checkpoint as package weights")
     x.add_argument("--checkpoint", type=Path, required=True)
     x.add_argument("--name", required=True)
+    x.add_argument("--weights-dir", type=Path, default=None, help="default: the package's weights folder")
     args = p.parse_args(argv)
     try:
         {"pairs": cmd_pairs, "train": cmd_train, "export": cmd_export}[args.command](args)

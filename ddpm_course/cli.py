@@ -85,8 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", default="grid.png", help="the image grid (PNG)")
     sm.add_argument("--scale", type=int, default=3, help="draw each pixel as an S×S block")
     sm.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler's noise")
-    sm.add_argument("--label", default="all",
-                    help="a class index, 'all' (cycle through the classes) or 'none' (unconditional)")
+    sm.add_argument("--label", default=None,
+                    help="a class index, 'all' (cycle through the classes) or 'none' (unconditional); "
+                         "default 'all', or 'none' for a shipped model tuned without labels (its manifest "
+                         "says \"unconditional\": true)")
     sm.add_argument("--guidance-scale", type=float, default=1.0,
                     help="classifier-free guidance scale s = 1 + w (1 = off)")
     sm.add_argument("--x0-clip", default="none", choices=["none", "static", "dynamic"],
@@ -229,7 +231,7 @@ def check_sample_args(a) -> None:
                          f"{a.sampler}")
     if not a.guidance_scale >= 0:
         raise ValueError(f"--guidance-scale must be >= 0, got {a.guidance_scale}")
-    if a.label not in ("all", "none") and not a.label.isdigit():
+    if a.label not in (None, "all", "none") and not a.label.isdigit():
         raise ValueError(f"--label must be 'all', 'none' or an integer class index, got {a.label!r}")
     if a.n > MAX_SAMPLES:
         raise ValueError(f"--n must be <= {MAX_SAMPLES:,} (one grid image), got {a.n:,}")
@@ -277,14 +279,18 @@ def cmd_sample(a) -> int:
             print(f"{name:20s} {_summary(pretrained.manifest(name))}".rstrip())
         return 0
     check_sample_args(a)
-    model, s = load_weights(a.weights)
-    y = _labels(a.label, a.n, model)
     shipped = pretrained.manifest(a.weights) if a.weights in pretrained.available("unet") else {}
+    if shipped.get("unconditional") and a.label not in (None, "none"):
+        raise ValueError(f"--label {a.label}: {a.weights} was tuned without labels (unconditional); use "
+                         "--label none")
+    label = a.label or ("none" if shipped.get("unconditional") else "all")
+    model, s = load_weights(a.weights)
+    y = _labels(label, a.n, model)
     prediction = shipped.get("sampling", {}).get("prediction", "eps")       # distilled students predict v
     x0, secs, nfe = _draw(model, s, a.sampler, a.steps, a.n, a.seed, y, a.guidance_scale, a.spacing, a.eta,
                           progress=True, prediction=prediction,
                           x0_clip=None if a.x0_clip == "none" else a.x0_clip)
-    nrow = 10 if a.label == "all" and a.n >= 10 else max(1, math.ceil(math.sqrt(a.n)))
+    nrow = 10 if label == "all" and a.n >= 10 else max(1, math.ceil(math.sqrt(a.n)))
     big = torch.nn.functional.interpolate(x0, scale_factor=a.scale, mode="nearest")     # pixels as blocks
     save_image((big + 1) / 2, a.out, nrow=nrow, padding=2 * a.scale)
     print(f"{a.n} samples, {a.sampler} {a.steps} steps, NFE {nfe}, {secs:.1f} s -> {a.out}")

@@ -151,7 +151,7 @@ def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = N
         "ema_decay": cfg["ema_decay"],
         "steps": ckpt["step"],
         "batch_size": cfg["batch_size"],
-        "data": cfg["data"],
+        "data": cfg.get("data", "not recorded in the checkpoint"),
         "precision": cfg.get("precision_used", cfg["precision"]),
         "wall_time_s": round(float(ckpt["wall_time"]), 1),
         "command": cfg.get("command", ""),
