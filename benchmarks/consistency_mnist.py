@@ -74,7 +74,29 @@ def cmd_stages(args) -> None:
                 rows.append({"stage": int(path.stem[6:]), "update": ckpt["step"], "ema": ema, "steps": steps,
                              "fid": round(dc.metrics.fid(x), 2)})
                 print(rows[-1], file=sys.stderr)
-    (Path(args.out) / "stages.json").write_text(json.dumps({"n": args.n, "rows": rows}, indent=2) + "\n")
+    log = [json.loads(line) for line in (Path(args.out) / "log.jsonl").read_text().splitlines()]
+    ckpt = load_checkpoint(Path(args.out) / "last.pt")
+    result = {"n": args.n, "stage_iters": ckpt["config"]["stage_iters"], "iters": ckpt["config"]["iters"],
+              "batch_size": ckpt["config"]["batch_size"], "wall_time_s": round(float(ckpt["wall_time"]), 1),
+              "train_command": ckpt["config"]["command"], "stages": rows,
+              "log": [{k: r[k] for k in ("update", "stage", "loss")} for r in log],
+              "floor_fid": round(dc.metrics.real_baseline(args.n), 3),
+              "command": " ".join(["python", *sys.argv])}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "consistency_tuning.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"# ECT of the course model: FID after each stage (n = {args.n}, "
+             f"floor {result['floor_fid']:.2f})",
+             "", f"Run: `{result['train_command']}` ({result['wall_time_s'] / 60:.0f} min). Unconditional, "
+             "trailing grid, samples clipped to [−1, 1].", "",
+             "| stage | update | weights | FID 1 NFE | FID 2 NFE |", "|---|---|---|---|---|"]
+    for st in sorted({r["stage"] for r in rows}):
+        for ema in (True, False):
+            f = {r["steps"]: r["fid"] for r in rows if r["stage"] == st and r["ema"] == ema}
+            upd = next(r["update"] for r in rows if r["stage"] == st)
+            lines.append(f"| {st} | {upd} | {'EMA' if ema else 'raw'} | {f[1]:.2f} | {f[2]:.2f} |")
+    lines += ["", f"Command: `{result['command']}`", ""]
+    (RESULTS / "consistency_tuning.md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 def cmd_export(args) -> None:
@@ -141,6 +163,26 @@ def contenders(s) -> list[tuple[str, int, object, dict]]:
     return out
 
 
+def _cell(args, s, label, nfe, model, recipe, seed, x_T) -> dict:
+    """One (sampler, NFE, seed) measurement, read from ``args.cache`` when already made there (so a run can
+    be interrupted, and seeds can run in parallel processes with one cache folder)."""
+    slug = "".join(c if c.isalnum() else "_" for c in f"{label}_{nfe}_{seed}_{args.n}")
+    path = args.cache / f"{slug}.pt" if args.cache else None
+    if path is not None and path.exists():
+        return torch.load(path, weights_only=True)
+    t0 = time.perf_counter()
+    x = to_uint8(generate(model, s, x_T, batch=args.batch, noise_seed=seed, **recipe))
+    kid = dc.metrics.kid(x)
+    row = {"sampler": label, "nfe": nfe, "seed": seed, "fid": round(dc.metrics.fid(x), 3),
+           "kid": round(float(kid.mean), 5), "recipe": recipe, "seconds": round(time.perf_counter() - t0, 1),
+           "first": x[:8].clone()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(row, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+    return row
+
+
 def cmd_compare(args) -> None:
     _, s = dc.load_pretrained("mnist", device="cpu")
     runs = contenders(s)
@@ -148,15 +190,14 @@ def cmd_compare(args) -> None:
     for seed in args.seeds:
         x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
         for label, nfe, model, recipe in runs:
-            t0 = time.perf_counter()
-            x = to_uint8(generate(model, s, x_T, batch=args.batch, noise_seed=seed, **recipe))
-            kid = dc.metrics.kid(x)
-            rows.append({"sampler": label, "nfe": nfe, "seed": seed, "fid": round(dc.metrics.fid(x), 3),
-                         "kid": round(float(kid.mean), 5), "recipe": recipe,
-                         "seconds": round(time.perf_counter() - t0, 1)})
-            print({k: v for k, v in rows[-1].items() if k != "recipe"}, file=sys.stderr, flush=True)
+            row = _cell(args, s, label, nfe, model, recipe, seed, x_T)
+            first = row.pop("first")
+            rows.append(row)
+            print({k: v for k, v in row.items() if k != "recipe"}, file=sys.stderr, flush=True)
             if seed == args.seeds[0]:
-                _GRIDS[(label, nfe)] = x[:8]
+                _GRIDS[(label, nfe)] = first
+    if args.no_report:
+        return
     floor = [dc.metrics.real_baseline(args.n, seed=k) for k in range(3)]
     weights = {name: dc.pretrained.manifest(name)["sha256"] for name in
                ("mnist", "mnist_consistency", "mnist_reflow", "mnist_distilled_1", "mnist_distilled_4")
@@ -273,6 +314,9 @@ def main(argv=None) -> None:
     c.add_argument("--n", type=int, default=1000)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--batch", type=int, default=500)
+    c.add_argument("--cache", type=Path, default=None, help="keep each measurement here (resumable)")
+    c.add_argument("--no-report", action="store_true",
+                   help="only fill the cache (e.g. one process per seed), write no results")
     args = p.parse_args(argv)
     try:
         commands = {"train": cmd_train, "stages": cmd_stages, "export": cmd_export, "compare": cmd_compare}

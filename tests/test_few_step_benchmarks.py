@@ -31,6 +31,14 @@ def test_consistency_benchmark_trains_resumes_exports_and_samples(tmp_path, monk
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["update"] == 3 and [p.name for p in sorted(run.glob("stage_*.pt"))] == [
         "stage_00.pt", "stage_01.pt", "stage_02.pt"]
+    monkeypatch.setattr(CM, "RESULTS", tmp_path / "results")
+    with pytest.warns(UserWarning):                                   # FID of 4 samples: biased, and it says so
+        CM.main(["stages", "--out", str(run), "--n", "4"])
+    tuning = json.loads((tmp_path / "results" / "consistency_tuning.json").read_text())
+    assert {(r["stage"], r["ema"], r["steps"]) for r in tuning["stages"]} == {
+        (a, e, k) for a in range(3) for e in (True, False) for k in (1, 2)}
+    assert tuning["log"][-1]["update"] == 3 and "| 2 | 3 | EMA |" in (tmp_path / "results" /
+                                                                      "consistency_tuning.md").read_text()
     CM.main(["export", "--checkpoint", str(run / "last.pt"), "--name", "tiny_cm",
              "--weights-dir", str(weights)])
     meta = dc.pretrained.manifest("tiny_cm", weights)
