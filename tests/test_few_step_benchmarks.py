@@ -32,7 +32,7 @@ def test_consistency_benchmark_trains_resumes_exports_and_samples(tmp_path, monk
     assert log[-1]["update"] == 3 and [p.name for p in sorted(run.glob("stage_*.pt"))] == [
         "stage_00.pt", "stage_01.pt", "stage_02.pt"]
     monkeypatch.setattr(CM, "RESULTS", tmp_path / "results")
-    with pytest.warns(UserWarning):                                   # FID of 4 samples: biased, and it says so
+    with pytest.warns(UserWarning):                       # the FID of 4 samples is biased, and it says so
         CM.main(["stages", "--out", str(run), "--n", "4"])
     tuning = json.loads((tmp_path / "results" / "consistency_tuning.json").read_text())
     assert {(r["stage"], r["ema"], r["steps"]) for r in tuning["stages"]} == {
