@@ -59,6 +59,18 @@ def course_file(*parts: str, start: str | Path | None = None) -> Path | None:
     return None
 
 
+def load_result(name: str) -> dict | None:
+    """The committed benchmark result benchmarks/results/``name`` (a JSON file) found from the current folder
+    upwards, or None, with a note, where it is absent (a pip install without the repository)."""
+    import json
+
+    path = course_file("benchmarks", "results", name)
+    if path is None:
+        print(f"(benchmarks/results/{name} is not available here; it ships with the course repository)")
+        return None
+    return json.loads(path.read_text())
+
+
 def show_figure(name: str, width: int | None = None):
     """Display docs/figures/``name`` (a figure made by a full-mode run or a benchmark); a note if absent."""
     from IPython.display import Image, display

@@ -492,3 +492,32 @@ def time_per_sample(fn, n: int, repeats: int = 1, warmup: int = 0) -> float:
             fn()
         times.append(t.seconds)
     return min(times) / n
+
+
+# --- results over seeds ------------------------------------------------------------------------------------
+class SeedStats(NamedTuple):
+    """A score over seeds: mean, sample standard deviation (0 for one seed) and the number of seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def seed_stats(rows: list[dict], value: str = "fid", by: tuple[str, ...] = ("sampler", "nfe")) -> dict:
+    """Group result rows (dicts, one per seed, e.g. benchmarks/results/few_step.json's) by the ``by`` keys:
+    {(row[by[0]], row[by[1]], …): SeedStats of row[value]}."""
+    import statistics
+
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in by), []).append(float(r[value]))
+    return {k: SeedStats(statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+            for k, v in groups.items()}
+
+
+def verdict(a: SeedStats, b: SeedStats, k: float = 2.0) -> str:
+    """"beats", "ties with" or "loses to" for a score where lower is better (FID): a tie when the means
+    differ by at most k·√(std_a² + std_b²), the seeds' noise."""
+    if abs(a.mean - b.mean) <= k * (a.std**2 + b.std**2) ** 0.5:
+        return "ties with"
+    return "beats" if a.mean < b.mean else "loses to"

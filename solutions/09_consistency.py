@@ -414,11 +414,8 @@ for ax, x, steps in zip(axes, rows, (1, 2, 4), strict=True):
 plt.tight_layout()
 plt.show()
 
-stages_file = dc.course.course_file("benchmarks", "results", "consistency_tuning.json")
-if stages_file is not None:
-    import json
-
-    tuning = json.loads(stages_file.read_text())
+tuning = dc.course.load_result("consistency_tuning.json")
+if tuning is not None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     log = tuning["log"]
     axes[0].semilogy([r["update"] for r in log], [r["loss"] for r in log])
@@ -433,8 +430,6 @@ if stages_file is not None:
     axes[1].legend()
     plt.tight_layout()
     plt.show()
-else:
-    print("benchmarks/results/consistency_tuning.json is not here (it ships with the course repository)")
 
 # %% [markdown]
 # ## 6 · Equal-NFE comparison: consistency model, distillation, solvers
@@ -445,36 +440,24 @@ else:
 # (notebook 06), mean ± standard deviation over 3 seeds of n = 1,000, with the real-vs-real floor.
 
 # %%
-import json
-import statistics
-
-few_file = dc.course.course_file("benchmarks", "results", "few_step.json")
-few = json.loads(few_file.read_text()) if few_file is not None else None
-if few is None:
-    print("benchmarks/results/few_step.json is not here (it ships with the course repository)")
-else:
-    groups = {}
-    for r in few["rows"]:
-        groups.setdefault((r["sampler"], r["nfe"]), []).append(r["fid"])
-    mean = {k: statistics.mean(v) for k, v in groups.items()}
-    sd = {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in groups.items()}
-    print(f"n = {few['n']}, seeds {few['seeds']}; real-vs-real floor FID "
-          f"{statistics.mean(few['real_vs_real_fid']):.2f}")
-    for nfe in sorted({k[1] for k in groups}):
+few = dc.course.load_result("few_step.json")
+if few is not None:
+    stats = dc.metrics.seed_stats(few["rows"])                  # {(sampler, NFE): mean, std, seeds}
+    floor = dc.metrics.seed_stats([{"fid": v} for v in few["real_vs_real_fid"]], by=())[()]
+    print(f"n = {few['n']}, seeds {few['seeds']}; real-vs-real floor FID {floor.mean:.2f}")
+    for nfe in sorted({k[1] for k in stats}):
         print(f"NFE {nfe}:")
-        for k in sorted((k for k in groups if k[1] == nfe), key=mean.get):
-            print(f"   {k[0]:32s} FID {mean[k]:6.2f} ± {sd[k]:.2f}")
+        for k in sorted((k for k in stats if k[1] == nfe), key=lambda k: stats[k].mean):
+            print(f"   {k[0]:32s} FID {stats[k].mean:6.2f} ± {stats[k].std:.2f}")
 
-    def verdict(a, b):
-        d = mean[a] - mean[b]
-        tie = abs(d) <= 2 * math.hypot(sd[a], sd[b])
-        word = "ties with" if tie else ("beats" if d < 0 else "loses to")
-        return f"{a[0]} at {a[1]} NFE (FID {mean[a]:.2f}) {word} {b[0]} at {b[1]} NFE (FID {mean[b]:.2f})"
+    def compare(a, b):
+        return (f"{a[0]} at {a[1]} NFE (FID {stats[a].mean:.2f}) {dc.metrics.verdict(stats[a], stats[b])} "
+                f"{b[0]} at {b[1]} NFE (FID {stats[b].mean:.2f})")
 
     cm1, cm2 = ("consistency model (ECT)", 1), ("consistency model (ECT)", 2)
-    print("\ngoal 1:", verdict(cm1, ("progressive distillation", 1)))
-    print("goal 2:", verdict(cm2, ("DPM-Solver++(2M) (karras)", 10)))
-    print("the article ('1–10 steps, possibly one at slightly lower quality'):", verdict(cm1, cm2))
+    print("\ngoal 1:", compare(cm1, ("progressive distillation", 1)))
+    print("goal 2:", compare(cm2, ("DPM-Solver++(2M) (karras)", 10)))
+    print("the article ('1–10 steps, possibly one at slightly lower quality'):", compare(cm1, cm2))
 
 # %%
 for name in ("09_few_step.png", "09_few_step_samples.png"):

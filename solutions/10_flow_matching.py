@@ -38,13 +38,9 @@
 
 # %%
 import copy
-import json
-import math
-import statistics
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from IPython.display import Image, display
 
@@ -361,30 +357,19 @@ plt.show()
 # classifier, with the real-vs-real floor.
 
 # %%
-few_file = dc.course.course_file("benchmarks", "results", "few_step.json")
-few = json.loads(few_file.read_text()) if few_file is not None else None
-if few is None:
-    print("benchmarks/results/few_step.json is not here (it ships with the course repository)")
-else:
-    groups = {}
-    for r in few["rows"]:
-        groups.setdefault((r["sampler"], r["nfe"]), []).append(r["fid"])
-    mean = {k: statistics.mean(v) for k, v in groups.items()}
-    sd = {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in groups.items()}
-    print(f"n = {few['n']}, seeds {few['seeds']}; real-vs-real floor FID "
-          f"{statistics.mean(few['real_vs_real_fid']):.2f}")
+few = dc.course.load_result("few_step.json")
+if few is not None:
+    stats = dc.metrics.seed_stats(few["rows"])                  # {(sampler, NFE): mean, std, seeds}
     for nfe in (1, 2, 4):
-        ranked = sorted((k for k in groups if k[1] == nfe), key=mean.get)
-        print(f"NFE {nfe}: " + " < ".join(f"{k[0]} {mean[k]:.2f}" for k in ranked))
+        ranked = sorted((k for k in stats if k[1] == nfe), key=lambda k: stats[k].mean)
+        print(f"NFE {nfe}: " + " < ".join(f"{k[0]} {stats[k].mean:.2f}" for k in ranked))
     rf = "rectified flow (reflow)"
     for nfe in (1, 2, 4):
-        if (rf, nfe) in mean:
-            best = min((k for k in groups if k[1] == nfe and k[0] != rf), key=mean.get)
-            d = mean[(rf, nfe)] - mean[best]
-            word = "ties with" if abs(d) <= 2 * math.hypot(sd[(rf, nfe)], sd[best]) else \
-                ("beats" if d < 0 else "loses to")
-            print(f"at {nfe} NFE the reflow model (FID {mean[(rf, nfe)]:.2f}) {word} the best other, {best[0]} "
-                  f"(FID {mean[best]:.2f})")
+        if (rf, nfe) in stats:
+            best = min((k for k in stats if k[1] == nfe and k[0] != rf), key=lambda k: stats[k].mean)
+            print(f"at {nfe} NFE the reflow model (FID {stats[(rf, nfe)].mean:.2f}) "
+                  f"{dc.metrics.verdict(stats[(rf, nfe)], stats[best])} the best other, {best[0]} "
+                  f"(FID {stats[best].mean:.2f})")
 for name in ("09_few_step.png",):
     path = dc.course.course_file("docs", "figures", name)
     if path is not None:

@@ -46,6 +46,14 @@ def test_show_figure_says_when_a_figure_is_absent(capsys, monkeypatch, tmp_path)
     assert "docs/figures/demo.png is not available here" in capsys.readouterr().out
 
 
+def test_load_result_reads_committed_json_or_says_it_is_absent(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert course.load_result("quality_vs_nfe.json")["cells"]
+    monkeypatch.chdir(tmp_path)
+    assert course.load_result("quality_vs_nfe.json") is None
+    assert "benchmarks/results/quality_vs_nfe.json is not available here" in capsys.readouterr().out
+
+
 def test_save_figure_only_with_a_folder(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1])
@@ -63,7 +71,7 @@ def test_mixture_spread_is_the_component_std_for_exact_samples():
 
 
 HELPERS = ("course_file", "course_figure", "find_repo_file", "show_doc_figure", "show_figure", "save_figure",
-           "spread", "device", "fast_mode")
+           "spread", "device", "fast_mode", "load_result", "seed_stats", "verdict")
 
 
 def test_no_notebook_defines_a_helper_the_package_has():

@@ -329,3 +329,16 @@ def test_diversity_and_sharpness_read_real_blurred_noisy_and_collapsed_digits():
     assert M.diversity(x[:1].repeat(10, 1, 1, 1)) == 0.0                      # copies: no diversity at all
     with pytest.raises(ValueError, match="at least 2 images"):
         M.diversity(x[:1])
+
+
+def test_seed_stats_and_verdict():
+    rows = [{"sampler": "a", "nfe": 1, "fid": v} for v in (1.0, 2.0, 3.0)] + \
+           [{"sampler": "b", "nfe": 1, "fid": 10.0}]
+    st = M.seed_stats(rows)
+    assert st[("a", 1)] == M.SeedStats(2.0, 1.0, 3) and st[("b", 1)] == (10.0, 0.0, 1)
+    assert M.verdict(st[("a", 1)], st[("b", 1)]) == "beats"
+    assert M.verdict(st[("b", 1)], st[("a", 1)]) == "loses to"
+    near = M.SeedStats(3.5, 0.5, 3)
+    assert M.verdict(st[("a", 1)], near) == "ties with"          # 1.5 <= 2·√(1 + 0.25)
+    assert M.verdict(st[("a", 1)], near, k=1.0) == "beats"
+    assert M.seed_stats([{"fid": 1.0}, {"fid": 3.0}], by=())[()].mean == 2.0
