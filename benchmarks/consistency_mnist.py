@@ -39,6 +39,7 @@ from ddpm_course.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "docs" / "figures"
 
 
 def cmd_train(args) -> None:
@@ -131,42 +132,48 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1).to(torch.float32)
 
 
-def contenders(s) -> list[tuple[str, int, object, dict]]:
-    """(label, NFE, model, sampling keywords) of every sampler in the comparison that is available here."""
-    base, _ = dc.load_pretrained("mnist", device=dc.device())
+def contenders(s) -> list[tuple[str, int, object, dict, str]]:
+    """(label, NFE, model, sampling keywords, weights sha256) of every sampler in the comparison that is
+    available here."""
+    def shipped(name):
+        return (*dc.load_pretrained(name, device=dc.device())[:1], dc.pretrained.manifest(name)["sha256"])
+
+    base, base_sha = shipped("mnist")
     out = []
     for name in ("mnist_consistency", "mnist_reflow"):
         if name in dc.pretrained.available():
-            model, _ = dc.load_pretrained(name, device=dc.device())
+            model, sha = shipped(name)
             recipe = dict(dc.pretrained.manifest(name)["sampling"])
             label = "consistency model (ECT)" if name == "mnist_consistency" else "rectified flow (reflow)"
             for nfe in FEW:
-                out.append((label, nfe, model, {**recipe, "steps": nfe}))
-    students = {1: "mnist_distilled_1", 4: "mnist_distilled_4"}
-    for nfe, name in students.items():
-        model, _ = dc.load_pretrained(name, device=dc.device())
-        out.append(("progressive distillation", nfe, model, dict(dc.pretrained.manifest(name)["sampling"])))
+                out.append((label, nfe, model, {**recipe, "steps": nfe}, sha))
+    for nfe, name in {1: "mnist_distilled_1", 4: "mnist_distilled_4"}.items():
+        model, sha = shipped(name)
+        recipe = dict(dc.pretrained.manifest(name)["sampling"])
+        out.append(("progressive distillation", nfe, model, recipe, sha))
     two = ROOT / "runs" / "distill_v2" / "student_0002steps.pt"             # the 2-step student (not shipped)
     if two.exists():
         from ddpm_course import distill
 
         model, steps, pred = distill.load_student(two)
         out.append(("progressive distillation", 2, model.to(dc.device()),
-                    {"sampler": "ddim", "steps": steps, "spacing": "trailing", "prediction": pred}))
+                    {"sampler": "ddim", "steps": steps, "spacing": "trailing", "prediction": pred},
+                    dc.pretrained.sha256(two)))
     for nfe in FEW:
-        out.append(("DDIM (trailing)", nfe, base, {"sampler": "ddim", "steps": nfe, "spacing": "trailing"}))
+        out.append(("DDIM (trailing)", nfe, base, {"sampler": "ddim", "steps": nfe, "spacing": "trailing"},
+                    base_sha))
     for nfe in (*FEW, GOAL_NFE):
         out.append(("DPM-Solver++(2M) (trailing)", nfe, base,
-                    {"sampler": "dpmpp_2m", "steps": nfe, "spacing": "trailing"}))
+                    {"sampler": "dpmpp_2m", "steps": nfe, "spacing": "trailing"}, base_sha))
     out.append(("DPM-Solver++(2M) (karras)", GOAL_NFE, base,
-                {"sampler": "dpmpp_2m", "steps": GOAL_NFE, "spacing": "karras"}))
+                {"sampler": "dpmpp_2m", "steps": GOAL_NFE, "spacing": "karras"}, base_sha))
     return out
 
 
-def _cell(args, s, label, nfe, model, recipe, seed, x_T) -> dict:
-    """One (sampler, NFE, seed) measurement, read from ``args.cache`` when already made there (so a run can
-    be interrupted, and seeds can run in parallel processes with one cache folder)."""
-    slug = "".join(c if c.isalnum() else "_" for c in f"{label}_{nfe}_{seed}_{args.n}")
+def _cell(args, s, label, nfe, model, recipe, sha, seed, x_T) -> dict:
+    """One (sampler, NFE, seed) measurement, read from ``args.cache`` when already made there with the same
+    weights (so a run can be interrupted, and seeds can run in parallel processes with one cache folder)."""
+    slug = "".join(c if c.isalnum() else "_" for c in f"{label}_{nfe}_{seed}_{args.n}_{sha[:12]}")
     path = args.cache / f"{slug}.pt" if args.cache else None
     if path is not None and path.exists():
         return torch.load(path, weights_only=True)
@@ -189,8 +196,10 @@ def cmd_compare(args) -> None:
     rows = []
     for seed in args.seeds:
         x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-        for label, nfe, model, recipe in runs:
-            row = _cell(args, s, label, nfe, model, recipe, seed, x_T)
+        for label, nfe, model, recipe, sha in runs:
+            if args.only and label not in args.only:
+                continue
+            row = _cell(args, s, label, nfe, model, recipe, sha, seed, x_T)
             first = row.pop("first")
             rows.append(row)
             print({k: v for k, v in row.items() if k != "recipe"}, file=sys.stderr, flush=True)
@@ -209,7 +218,7 @@ def cmd_compare(args) -> None:
     (RESULTS / "few_step.json").write_text(json.dumps(result, indent=2) + "\n")
     table = summarise(result)
     (RESULTS / "few_step.md").write_text(table)
-    figure(result, ROOT / "docs" / "figures" / "09_few_step.png")
+    figure(result, FIGURES / "09_few_step.png")
     print(table)
 
 
@@ -315,6 +324,7 @@ def main(argv=None) -> None:
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--batch", type=int, default=500)
     c.add_argument("--cache", type=Path, default=None, help="keep each measurement here (resumable)")
+    c.add_argument("--only", nargs="+", default=None, help="measure only these sampler labels")
     c.add_argument("--no-report", action="store_true",
                    help="only fill the cache (e.g. one process per seed), write no results")
     args = p.parse_args(argv)

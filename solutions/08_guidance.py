@@ -470,12 +470,13 @@ elif (path := dc.course.course_file("docs", "figures", "08_guidance_grid.png")) 
 # direction the same ideas grow into, why it matters, and where to start reading:
 #
 # - **Fewer steps by training, not solving.** Consistency models learn a map from any point of the ODE
-#   trajectory straight to its end, so one network call can sample (Song, Dhariwal, Chen & Sutskever 2023);
-#   with guidance folded in, distillation removes the 2× cost of this notebook too (Meng et al. 2023).
+#   trajectory straight to its end, so one network call can sample (Song, Dhariwal, Chen & Sutskever 2023;
+#   **notebook 09** builds one from the course model); with guidance folded in, distillation removes the 2×
+#   cost of this notebook too (Meng et al. 2023).
 # - **Straighter paths.** Flow matching and rectified flow train the network on straight lines between noise
 #   and data, and "reflow" straightens them further, so Euler's error at few steps shrinks (Lipman et al.
-#   2023; Liu, Gong & Liu 2023). Learned step schedules choose *where* the few steps go (Sabour, Fidler &
-#   Kreis 2024, "Align your steps").
+#   2023; Liu, Gong & Liu 2023; **notebook 10**). Learned step schedules choose *where* the few steps go
+#   (Sabour, Fidler & Kreis 2024, "Align your steps").
 # - **Architectures.** Transformers on image patches replace the U-Net and scale predictably with compute
 #   (DiT: Peebles & Xie 2023; U-ViT: Bao et al. 2023).
 # - **Stronger conditioning.** Text embeddings enter through cross-attention and classifier-free guidance
@@ -484,6 +485,8 @@ elif (path := dc.course.course_file("docs", "figures", "08_guidance_grid.png")) 
 # - **Latent diffusion.** Diffusing in the latent space of an autoencoder instead of in pixels makes
 #   high-resolution images affordable; everything in notebooks 01–08 applies unchanged to the latents
 #   (Rombach et al. 2022).
+#
+# **Next:** notebook 09, consistency models: one network evaluation per sample.
 #
 # ## References
 #

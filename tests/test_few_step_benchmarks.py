@@ -108,3 +108,23 @@ def test_to_uint8_rounds_to_pixel_levels():
     levels = (x + 1) * 127.5
     torch.testing.assert_close(levels, levels.round())
     assert float(x[0]) == -1.0 and float(x[-1]) == 1.0
+
+
+def test_compare_caches_each_cell_and_reports_what_it_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_COURSE_DEVICE", "cpu")
+    dc.device.cache_clear()
+    monkeypatch.setattr(CM, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(CM, "FIGURES", tmp_path / "figures")
+    args = ["compare", "--n", "4", "--seeds", "0", "1", "--cache", str(tmp_path / "cache"),
+            "--only", "DDIM (trailing)"]
+    with pytest.warns(UserWarning):
+        CM.main([*args, "--no-report"])
+    cells = sorted(p.name for p in (tmp_path / "cache").glob("*.pt"))
+    assert len(cells) == 6 and not (tmp_path / "results").exists()          # 3 NFE × 2 seeds, no report yet
+    CM.main(args)                                                            # the cells from the cache
+    result = json.loads((tmp_path / "results" / "few_step.json").read_text())
+    assert {(r["nfe"], r["seed"]) for r in result["rows"]} == {(n, s) for n in (1, 2, 4) for s in (0, 1)}
+    assert result["weights_sha256"]["mnist"] == dc.pretrained.manifest("mnist")["sha256"]
+    assert (tmp_path / "figures" / "09_few_step.png").exists()
+    assert "| DDIM (trailing) | 1 |" in (tmp_path / "results" / "few_step.md").read_text()
+    dc.device.cache_clear()
