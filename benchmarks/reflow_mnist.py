@@ -101,6 +101,44 @@ def cmd_export(args) -> None:
     print(f"wrote {path}")
 
 
+def path_straightness(model, s, x_T, steps, prediction) -> float:
+    """Straightness S of the DDIM path (= Euler in flow time) of ``model`` from x_T over ``steps`` trailing
+    levels, with the states mapped to flow coordinates (ddpm_course.flow)."""
+    from ddpm_course import flow
+
+    grid = s.grid(steps, "trailing")
+    with torch.no_grad():
+        x0, info = dc.sample(model, s, x_T, sampler="ddim", steps=steps, spacing="trailing",
+                             prediction=prediction, return_info=True)
+    states = [flow.vp_to_flow(xt, grid.alpha_bars[k])[0] for k, (xt, _) in enumerate(info.trajectory)]
+    taus = torch.cat([flow.tau_of_sigma(grid.sigmas[:-1]), torch.zeros(1, dtype=torch.float64)])
+    return flow.straightness([*states, x0.cpu()], taus)
+
+
+def cmd_straightness(args) -> None:
+    """S of the course model's ODE paths and of the reflow model's, from the same noise."""
+    import json
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(args.seed))
+    rows = {}
+    for name in ("mnist", args.name):
+        model, s = dc.load_pretrained(name, device="cpu")
+        pred = dc.pretrained.manifest(name).get("sampling", {}).get("prediction", "eps")
+        rows[name] = round(path_straightness(model, s, x_T, args.steps, pred), 2)
+        print(name, rows[name], file=sys.stderr)
+    meta = dc.pretrained.manifest(args.name)
+    out = {"n": args.n, "steps": args.steps, "seed": args.seed, "straightness": rows,
+           "chord_note": "S in flow coordinates (x_tau = z / (sqrt(ab) + sqrt(1 - ab))), summed over the 784 "
+                         "pixels, averaged over the images",
+           "weights_sha256": {k: dc.pretrained.manifest(k)["sha256"] for k in rows},
+           "reflow": meta.get("reflow"), "reflow_updates": meta["steps"],
+           "reflow_wall_time_s": meta["wall_time_s"],
+           "command": " ".join(["python", *sys.argv])}
+    (results / "reflow_mnist.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,9 +159,16 @@ def main(argv=None) -> None:
     x.add_argument("--checkpoint", type=Path, required=True)
     x.add_argument("--name", required=True)
     x.add_argument("--weights-dir", type=Path, default=None, help="default: the package's weights folder")
+    g = sub.add_parser("straightness", help="straightness of the course model's and the reflow model's paths")
+    g.add_argument("--name", default="mnist_reflow")
+    g.add_argument("--n", type=int, default=256)
+    g.add_argument("--steps", type=int, default=40)
+    g.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
-        {"pairs": cmd_pairs, "train": cmd_train, "export": cmd_export}[args.command](args)
+        commands = {"pairs": cmd_pairs, "train": cmd_train, "export": cmd_export,
+                    "straightness": cmd_straightness}
+        commands[args.command](args)
     except (ValueError, TypeError, OSError) as err:
         sys.exit(f"reflow_mnist: {err}")
 

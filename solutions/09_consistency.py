@@ -199,13 +199,15 @@ with torch.no_grad():
     x0_hat = dc.diffusion.eps_to_x0(z, mnist(z, s_mnist.sigma_to_t(sig8[1:]).float().to(device)), ab)
 print(f"f(x̃, 0) − x̃: {float((f_eps[0] - noisy[0]).abs().max()):.1e} (the boundary condition, exactly)")
 print(f"f − denoiser x̂_0 at σ > 0: {float((f_eps[1:] - x0_hat).abs().max()):.1e}")
-dc.viz.show_row(torch.cat([noisy.clamp(-1, 1).cpu(), f_eps.clamp(-1, 1).cpu()]),
-                labels=[f"x̃, σ={v:g}" for v in sig8.tolist()] + ["f = x̂_0"] * 8,
-                title="top: x̃ at σ; bottom: f of the ε-model at the start of tuning (= the denoiser)")
+dc.viz.show_row(noisy.clamp(-1, 1).cpu(), labels=[f"σ = {v:.3g}" for v in sig8.tolist()],
+                title="x̃ = x_0 + σ ε (shown clipped to [−1, 1])")
+dc.viz.show_row(f_eps.clamp(-1, 1).cpu(), labels=[f"σ = {v:.3g}" for v in sig8.tolist()],
+                title="f(x̃, σ) of the ε-model = its denoiser x̂_0: the consistency function before tuning")
 
 # %% [markdown]
-# At small σ the denoiser already is a good consistency function; at large σ it returns the blurry average
-# of section 1. Training f to be *consistent* fixes exactly that.
+# At small σ the denoiser already is a good consistency function. At σ ≈ 10 it returns the blurry average
+# of section 1, and at σ = 50 and 157 its small ε-errors, multiplied by |c_out| = σ, come back as noise:
+# both are what tuning has to fix.
 #
 # ## 3 · Consistency distillation (Song et al. 2023, Algorithm 2)
 #

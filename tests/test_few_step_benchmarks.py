@@ -78,6 +78,10 @@ def test_reflow_benchmark_pairs_trains_and_exports(tmp_path, monkeypatch):
     meta = dc.pretrained.manifest("tiny_rf", weights)
     assert meta["sampling"]["prediction"] == "flow" and meta["unconditional"] is True
     assert "3 pairs" in meta["reflow"]["pairs"]
+    model, s = dc.load_pretrained("tiny_rf", device="cpu", weights_dir=weights)
+    x_T = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    S = RF.path_straightness(model, s, x_T, 4, "flow")
+    assert S >= 0 and S == RF.path_straightness(model, s, x_T, 4, "flow")
     dc.device.cache_clear()
 
 
