@@ -40,6 +40,7 @@ from ddpm_course.train import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
+SELECTION_SEED = 100   # the noise of `stages`, which picks the checkpoint to ship: not one of compare's seeds
 
 
 def cmd_train(args) -> None:
@@ -63,7 +64,7 @@ def generate(model, s, x_T, batch=500, **recipe) -> torch.Tensor:
 
 def cmd_stages(args) -> None:
     _, s = dc.load_pretrained("mnist", device="cpu")
-    x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(SELECTION_SEED))
     rows = []
     for path in sorted(Path(args.out).glob("stage_*.pt")):
         ckpt = load_checkpoint(path)
@@ -77,7 +78,8 @@ def cmd_stages(args) -> None:
                 print(rows[-1], file=sys.stderr)
     log = [json.loads(line) for line in (Path(args.out) / "log.jsonl").read_text().splitlines()]
     ckpt = load_checkpoint(Path(args.out) / "last.pt")
-    result = {"n": args.n, "stage_iters": ckpt["config"]["stage_iters"], "iters": ckpt["config"]["iters"],
+    result = {"n": args.n, "noise_seed": SELECTION_SEED, "stage_iters": ckpt["config"]["stage_iters"],
+              "iters": ckpt["config"]["iters"],
               "batch_size": ckpt["config"]["batch_size"], "wall_time_s": round(float(ckpt["wall_time"]), 1),
               "train_command": ckpt["config"]["command"], "stages": rows,
               "log": [{k: r[k] for k in ("update", "stage", "loss")} for r in log],
