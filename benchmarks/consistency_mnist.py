@@ -1,4 +1,4 @@
-"""Easy consistency tuning (ECT, Geng et al. 2024) of the shipped MNIST model (ddpm_course.consistency),
+r"""Easy consistency tuning (ECT, Geng et al. 2024) of the shipped MNIST model (ddpm_course.consistency),
 its export as the pretrained model ``mnist_consistency``, and the equal-NFE comparison of notebook 09.
 
 Subcommands:
@@ -18,8 +18,14 @@ The run the course ships, on one core of the 2-core CPU machine:
 
     python benchmarks/consistency_mnist.py train --out runs/ect_mnist
     python benchmarks/consistency_mnist.py stages --out runs/ect_mnist --n 500
-    python benchmarks/consistency_mnist.py export --checkpoint runs/ect_mnist/last.pt --name mnist_consistency
-    python benchmarks/consistency_mnist.py compare --n 1000 --seeds 0 1 2
+    python benchmarks/consistency_mnist.py export --name mnist_consistency \
+        --checkpoint runs/ect_mnist/stage_04.pt
+    python benchmarks/consistency_mnist.py compare --n 1000 --seeds 0 1 2 --cache runs/few_step_cache
+
+The run took 63 min; the one-step FID was best after stage 4 (benchmarks/results/consistency_tuning.md) and
+rose over stages 5-7, so stage 4's EMA is what ships. To resume an interrupted run, repeat its train command
+with --resume. compare fills its cache cell by cell (--only LABEL ... and --no-report let several processes
+share the work, e.g. one per seed); a last call with every seed reads the cache and writes the report.
 """
 
 from __future__ import annotations
@@ -116,6 +122,10 @@ def cmd_export(args) -> None:
              "description": f"A consistency model tuned from the shipped {cfg['init']} model with ECT "
                             f"(Geng et al. 2024), {ckpt['step']} updates of batch {cfg['batch_size']} on one "
                             "CPU core; unconditional (call it without y); benchmarks/consistency_mnist.py."}
+    stage = (ckpt["step"] - 1) // cfg["stage_iters"]
+    extra["consistency"]["snapshot"] = (f"update {ckpt['step']} of the run's {cfg['iters']} (the end of "
+                                        f"stage {stage}): the stage with the best one-step FID in "
+                                        "benchmarks/results/consistency_tuning.md")
     if cfg["init"] in dc.pretrained.available():
         extra["consistency"]["init_sha256"] = dc.pretrained.manifest(cfg["init"])["sha256"]
     extra["unconditional"] = True                        # tuned with the null label only: call it without y

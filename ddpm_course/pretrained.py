@@ -140,7 +140,8 @@ def export(checkpoint: str | Path, name: str, weights_dir: str | Path | None = N
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / f"{name}.safetensors"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in ckpt["ema"].items()}
-    save_file(tensors, str(file), metadata={"name": name, "step": str(ckpt["step"])})
+    # one metadata entry: safetensors writes several in no fixed order, and the file's sha256 must not vary
+    save_file(tensors, str(file), metadata={"source": f"{name}, step {ckpt['step']}"})
     meta = {
         "file": file.name,
         "sha256": sha256(file),

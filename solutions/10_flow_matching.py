@@ -341,7 +341,7 @@ with torch.no_grad():
     for steps in (1, 2, 4):
         rows.append(dc.sample(rmodel, s_mnist, x_T_img[:16], steps=steps, **flow_recipe))
         rows.append(dc.sample(mnist, s_mnist, x_T_img[:16], sampler="ddim", steps=steps, spacing="trailing"))
-fig, axes = plt.subplots(6, 1, figsize=(9, 2.0 * 6))
+fig, axes = plt.subplots(6, 1, figsize=(9, 1.0 * 6))
 for k, (ax, x) in enumerate(zip(axes, rows, strict=True)):
     steps = (1, 2, 4)[k // 2]
     who = "mnist_reflow, Euler" if k % 2 == 0 else "the course model, DDIM"

@@ -44,6 +44,8 @@ def test_export_writes_safetensors_and_manifest(exported):
     ema = torch.load(last, weights_only=True)["ema"]
     assert state.keys() == ema.keys()
     assert all(torch.equal(state[k], ema[k]) for k in ema)
+    again = pretrained.export(last, "tiny", folder / "again", command="x")      # the same bytes every time
+    assert json.loads(again.read_text())["sha256"] == meta["sha256"]
 
 
 def cfg_default(name):
