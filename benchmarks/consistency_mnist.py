@@ -274,7 +274,7 @@ def figure(result: dict, path: Path) -> None:
         groups.setdefault((r["sampler"], r["nfe"]), []).append(r["fid"])
     labels = [lab for lab in dict.fromkeys(r["sampler"] for r in result["rows"])
               if any((lab, n) in groups for n in FEW)]
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))
     width = 0.8 / len(labels)
     for i, lab in enumerate(labels):
         xs = [j + i * width for j, n in enumerate(FEW) if (lab, n) in groups]
@@ -290,7 +290,7 @@ def figure(result: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("FID (log scale) ↓")
     ax.set_title(f"Few-step MNIST generation at equal NFE (n = {result['n']}, {len(result['seeds'])} seeds)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -302,13 +302,13 @@ def _sample_figure(path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted(_GRIDS, key=lambda k: (k[0], k[1]))
-    fig, axes = plt.subplots(len(keys), 1, figsize=(5, 0.62 * len(keys)), squeeze=False)
+    fig, axes = plt.subplots(len(keys), 1, figsize=(6, 0.48 * len(keys)), squeeze=False)
     for ax, key in zip(axes[:, 0], keys, strict=True):
         ax.imshow(dc.viz.make_grid(_GRIDS[key], nrow=8), cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
         ax.text(-0.02, 0.5, f"{key[0]}, NFE {key[1]}", transform=ax.transAxes, ha="right", va="center",
                 fontsize=6)
-    fig.subplots_adjust(left=0.4, right=0.99, top=0.99, bottom=0.01, hspace=0.1)
+    fig.subplots_adjust(left=0.42, right=0.99, top=0.99, bottom=0.01, hspace=0.05)
     fig.savefig(path, dpi=110)
 
 
