@@ -206,7 +206,7 @@ def fit_velocity(net: nn.Module, s: NoiseSchedule, x0: torch.Tensor, eps: torch.
 class ReflowConfig:
     """Everything that defines a reflow run. Plain values only: it is stored in each checkpoint."""
 
-    iters: int = 3000
+    iters: int = 4000
     batch_size: int = 32
     lr: float = 2e-4                  # Adam, constant
     grad_clip: float = 1.0

@@ -16,7 +16,7 @@
 # **Time:** CPU fast mode {{time:cpu_fast}} · CPU full {{time:cpu_full}} · GPU full {{time:gpu_full}}
 # (≈ marks an estimate; how each was measured: docs/runtimes.json).
 #
-# The course's MNIST rectified flow comes from a separate run of `benchmarks/reflow_mnist.py` (about 45
+# The course's MNIST rectified flow comes from a separate run of `benchmarks/reflow_mnist.py` (about 50
 # minutes on one CPU core: 6,000 ODE samples of the course model, then the reflow fine-tune); this
 # notebook derives the method, runs it for real on 2-D data and reads the measured comparison.
 #

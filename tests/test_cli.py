@@ -165,3 +165,23 @@ def test_sample_x0_clip_reaches_the_sampler(tiny_checkpoint, tmp_path, monkeypat
         assert cli.main(["sample", "--weights", str(tiny_checkpoint), "--steps", "2", "--n", "2",
                          "--x0-clip", how, "--out", str(tmp_path / "g.png")]) == 0
     assert seen == [None, "static", "dynamic"]
+
+
+@pytest.mark.parametrize(("name", "sampler", "prediction"), [("mnist_consistency", "consistency", "v"),
+                                                             ("mnist_reflow", "ddim", "flow")])
+def test_an_unconditional_few_step_model_samples_without_labels_and_refuses_one(
+        name, sampler, prediction, tmp_path, monkeypatch, capsys):
+    seen = {}
+    real = cli._draw
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs, y=args[6])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "_draw", spy)
+    out = tmp_path / "s.png"
+    assert cli.main(["sample", "--weights", name, "--sampler", sampler, "--steps", "2",
+                     "--spacing", "trailing", "--n", "2", "--out", str(out)]) == 0
+    assert seen["prediction"] == prediction and seen["y"] is None and out.exists()
+    assert cli.main(["sample", "--weights", name, "--label", "3", "--out", str(out)]) == 1
+    assert "was tuned without labels (unconditional); use --label none" in capsys.readouterr().err
