@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
     return last, folder
 
 
-def test_export_writes_safetensors_and_manifest(exported):
+def test_export_writes_safetensors_and_manifest(exported, tmp_path):
     last, folder = exported
     meta = json.loads((folder / "tiny.json").read_text())
     assert meta["file"] == "tiny.safetensors" and meta["steps"] == 2 and meta["weights"] == "EMA"
@@ -44,7 +44,7 @@ def test_export_writes_safetensors_and_manifest(exported):
     ema = torch.load(last, weights_only=True)["ema"]
     assert state.keys() == ema.keys()
     assert all(torch.equal(state[k], ema[k]) for k in ema)
-    again = pretrained.export(last, "tiny", folder / "again", command="x")      # the same bytes every time
+    again = pretrained.export(last, "tiny", tmp_path / "again", command="x")    # the same bytes every time
     assert json.loads(again.read_text())["sha256"] == meta["sha256"]
 
 
