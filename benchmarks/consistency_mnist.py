@@ -312,6 +312,35 @@ def _sample_figure(path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def cmd_tau(args) -> None:
+    """The intermediate level τ_1 of 2-step consistency sampling (Algorithm 1): FID against τ_1 on the
+    selection noise, then the best τ_1 on compare's seeds (consistency.multistep in σ-space; dc.sample's
+    trailing grid puts τ_1 at σ(t = 499) ≈ 3.42)."""
+    net, s = dc.load_pretrained(args.name, device="cpu")
+    pred = dc.pretrained.manifest(args.name)["sampling"]["prediction"]
+    s_max = float(s.sigmas[-1])
+
+    def f(x, sigma):
+        return cm.consistency_fn(net, x, sigma, s, prediction=pred)
+
+    def fid_at(tau1, seed):
+        x_T = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(10_000 + seed)
+        with torch.no_grad():
+            x = torch.cat([cm.multistep(f, xb * (1 + s_max**2) ** 0.5, [s_max, tau1], generator=g)
+                           for xb in x_T.split(500)])
+        return round(dc.metrics.fid(to_uint8(x)), 3)
+
+    sweep = {tau: fid_at(tau, SELECTION_SEED) for tau in args.taus}
+    best = min(sweep, key=sweep.get)
+    seeds = {seed: fid_at(best, seed) for seed in args.seeds}
+    out = {"name": args.name, "sha256": dc.pretrained.manifest(args.name)["sha256"], "n": args.n,
+           "selection_seed": SELECTION_SEED, "sweep_fid": sweep, "best_tau1": best, "fid_at_best": seeds,
+           "command": " ".join(["python", *sys.argv])}
+    (RESULTS / "consistency_tau.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -339,9 +368,15 @@ def main(argv=None) -> None:
     c.add_argument("--only", nargs="+", default=None, help="measure only these sampler labels")
     c.add_argument("--no-report", action="store_true",
                    help="only fill the cache (e.g. one process per seed), write no results")
+    u = sub.add_parser("tau", help="the intermediate level of 2-step consistency sampling")
+    u.add_argument("--name", default="mnist_consistency")
+    u.add_argument("--n", type=int, default=1000)
+    u.add_argument("--taus", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.42, 6.0])
+    u.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args(argv)
     try:
-        commands = {"train": cmd_train, "stages": cmd_stages, "export": cmd_export, "compare": cmd_compare}
+        commands = {"train": cmd_train, "stages": cmd_stages, "export": cmd_export, "compare": cmd_compare,
+                    "tau": cmd_tau}
         commands[args.command](args)
     except (ValueError, TypeError, OSError) as err:
         sys.exit(f"consistency_mnist: {err}")

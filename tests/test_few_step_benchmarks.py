@@ -132,3 +132,13 @@ def test_compare_caches_each_cell_and_reports_what_it_measured(tmp_path, monkeyp
     assert (tmp_path / "figures" / "09_few_step.png").exists()
     assert "| DDIM (trailing) | 1 |" in (tmp_path / "results" / "few_step.md").read_text()
     dc.device.cache_clear()
+
+
+def test_tau_sweep_picks_the_best_level_on_the_selection_noise(tmp_path, monkeypatch):
+    monkeypatch.setattr(CM, "RESULTS", tmp_path)
+    with pytest.warns(UserWarning):                       # the FID of 4 samples is biased, and it says so
+        CM.main(["tau", "--n", "4", "--taus", "1.0", "2.0", "--seeds", "0"])
+    out = json.loads((tmp_path / "consistency_tau.json").read_text())
+    assert set(out["sweep_fid"]) == {"1.0", "2.0"} and out["selection_seed"] == CM.SELECTION_SEED
+    assert out["sweep_fid"][str(out["best_tau1"])] == min(out["sweep_fid"].values())
+    assert set(out["fid_at_best"]) == {"0"}
