@@ -109,28 +109,21 @@ def cmd_stages(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from ddpm_course.pretrained import export
+    from ddpm_course import finetune
 
-    ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.get("kind") != cm.KIND:
-        sys.exit(f"consistency_mnist: {args.checkpoint} is not a consistency-tuning checkpoint")
+    ckpt = finetune.checkpoint(args.checkpoint, cm.KIND)
     cfg = ckpt["config"]
+    record = {k: cfg[k] for k in ("iters", "stage_iters", "lr", "q", "k", "b", "label_dropout", "init")}
+    stage = (ckpt["step"] - 1) // cfg["stage_iters"]
+    record["snapshot"] = (f"update {ckpt['step']} of the run's {cfg['iters']} (the end of stage {stage}): "
+                          "the stage with the best one-step FID in benchmarks/results/consistency_tuning.md")
     extra = {"sampling": {"sampler": "consistency", "steps": 1, "spacing": "trailing",
                           "prediction": cfg["prediction"]},
-             "consistency": {k: cfg[k] for k in ("iters", "stage_iters", "lr", "q", "k", "b", "label_dropout",
-                                                 "init")},
              "description": f"A consistency model tuned from the shipped {cfg['init']} model with ECT "
                             f"(Geng et al. 2024), {ckpt['step']} updates of batch {cfg['batch_size']} on one "
                             "CPU core; unconditional (call it without y); benchmarks/consistency_mnist.py."}
-    stage = (ckpt["step"] - 1) // cfg["stage_iters"]
-    extra["consistency"]["snapshot"] = (f"update {ckpt['step']} of the run's {cfg['iters']} (the end of "
-                                        f"stage {stage}): the stage with the best one-step FID in "
-                                        "benchmarks/results/consistency_tuning.md")
-    if cfg["init"] in dc.pretrained.available():
-        extra["consistency"]["init_sha256"] = dc.pretrained.manifest(cfg["init"])["sha256"]
-    extra["unconditional"] = True                        # tuned with the null label only: call it without y
-    path = export(args.checkpoint, args.name, weights_dir=args.weights_dir,
-                  command=" ".join(["python", *sys.argv]), extra=extra)
+    path = finetune.export(args.checkpoint, args.name, "consistency", record, extra,
+                           weights_dir=args.weights_dir, command=" ".join(["python", *sys.argv]))
     print(f"wrote {path}")
 
 

@@ -81,27 +81,20 @@ def cmd_train(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from ddpm_course import flow
-    from ddpm_course.pretrained import export
-    from ddpm_course.train import load_checkpoint
+    from ddpm_course import finetune, flow
 
-    ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.get("kind") != flow.KIND:
-        sys.exit(f"reflow_mnist: {args.checkpoint} is not a reflow checkpoint")
+    ckpt = finetune.checkpoint(args.checkpoint, flow.KIND)
     cfg = ckpt["config"]
     extra = {"sampling": {"sampler": "ddim", "steps": 1, "spacing": "trailing", "prediction": "flow"},
-             "reflow": {k: cfg[k] for k in ("iters", "lr", "pairs", "init")},
              "data": f"noise paired with the ODE samples of {cfg['init']}: {cfg['pairs']}",
              "description": f"A rectified flow (reflow, Liu et al. 2023) fine-tuned from the shipped "
                             f"{cfg['init']} model on noise/ODE-sample pairs, {ckpt['step']} updates of batch "
                             f"{cfg['batch_size']} on one CPU core; it outputs the velocity ε − x_0 "
                             "(prediction='flow'); unconditional (call it without y); DDIM on it is Euler in "
                             "flow time; benchmarks/reflow_mnist.py."}
-    if cfg["init"] in dc.pretrained.available():
-        extra["reflow"]["init_sha256"] = dc.pretrained.manifest(cfg["init"])["sha256"]
-    extra["unconditional"] = True                        # tuned with the null label only: call it without y
-    path = export(args.checkpoint, args.name, weights_dir=args.weights_dir,
-                  command=" ".join(["python", *sys.argv]), extra=extra)
+    record = {k: cfg[k] for k in ("iters", "lr", "pairs", "init")}
+    path = finetune.export(args.checkpoint, args.name, "reflow", record, extra, weights_dir=args.weights_dir,
+                           command=" ".join(["python", *sys.argv]))
     print(f"wrote {path}")
 
 

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .diffusion import PREDICTIONS, eps_to_x0, flow_to_x0, per_sample, v_to_x0
+from .finetune import model_config
 from .schedule import NoiseSchedule
 from .train import (
     CHECKPOINT_FORMAT,
@@ -239,11 +240,6 @@ def student_path(out: str | Path, steps: int) -> Path:
     return Path(out) / f"student_{steps:04d}steps.pt"
 
 
-def _model_config(net: nn.Module):
-    cfg = getattr(net, "config", None)
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
-
-
 def distill(cfg: DistillConfig, out: str | Path, teacher, s: NoiseSchedule, data: tuple | None = None, *,
             student: nn.Module | None = None, resume: bool = False, device: torch.device | None = None,
             progress: bool = True, stop_after: int | None = None) -> Path:
@@ -282,7 +278,7 @@ def distill(cfg: DistillConfig, out: str | Path, teacher, s: NoiseSchedule, data
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     gen = torch.Generator().manual_seed(cfg.seed)                       # data, t, ε and labels
     torch.manual_seed(cfg.seed)                                         # dropout inside the student
-    model_cfg = _model_config(student)
+    model_cfg = model_config(student)
     r, k, step, wall, opt = 0, 0, 0, 0.0, None
 
     def new_optimizer():

@@ -48,7 +48,8 @@ def check_config(cfg) -> None:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}")
 
 
-def _model_config(net: nn.Module):
+def model_config(net: nn.Module):
+    """A network's config as plain values (what checkpoints store to refuse resuming another network)."""
     cfg = getattr(net, "config", None)
     return cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
 
@@ -75,7 +76,7 @@ def run(cfg, kind: str, out: str | Path, net: nn.Module, s: NoiseSchedule, data:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)                                          # dropout inside the network
-    model_cfg, step, wall = _model_config(net), 0, 0.0
+    model_cfg, step, wall = model_config(net), 0, 0.0
     if resume and last.exists():
         ckpt = load_checkpoint(last)
         if ckpt.get("kind") != kind:
@@ -140,13 +141,34 @@ def run(cfg, kind: str, out: str | Path, net: nn.Module, s: NoiseSchedule, data:
     return last
 
 
+def checkpoint(path: str | Path, kind: str) -> dict:
+    """A ``run`` checkpoint, refused with CheckpointError when it is not of ``kind``."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != kind:
+        raise CheckpointError(f"{path} is not a {kind} checkpoint (kind={ckpt.get('kind')!r})")
+    return ckpt
+
+
 def load(path: str | Path, kind: str, ema: bool = True) -> tuple[nn.Module, dict]:
     """The network in a ``run`` checkpoint of ``kind``: (U-Net in eval mode on the CPU, the run's config)."""
     from .unet import UNet
 
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != kind:
-        raise CheckpointError(f"{path} is not a {kind} checkpoint (kind={ckpt.get('kind')!r})")
+    ckpt = checkpoint(path, kind)
     net = UNet(ckpt["config"]["model_config"])
     net.load_state_dict(ckpt["ema" if ema else "model"])
     return net.eval().requires_grad_(False), ckpt["config"]
+
+
+def export(path: str | Path, name: str, section: str, record: dict, extra: dict, *,
+           weights_dir: str | Path | None = None, command: str | None = None) -> Path:
+    """Ship a fine-tuned model's EMA weights (pretrained.export) as an unconditional model: the manifest gets
+    ``extra`` (its sampling recipe, a description, …), ``"unconditional": true`` (tuned with the null label
+    only: call it without y) and ``manifest[section]`` = ``record`` (the run's settings) plus the sha256 of
+    the shipped weights it started from, ``record["init"]``."""
+    from . import pretrained
+
+    record = dict(record)
+    if record.get("init") in pretrained.available():
+        record["init_sha256"] = pretrained.manifest(record["init"])["sha256"]
+    return pretrained.export(path, name, weights_dir=weights_dir, command=command,
+                             extra={**extra, section: record, "unconditional": True})

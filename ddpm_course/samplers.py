@@ -377,15 +377,14 @@ def consistency_sample(eps_model, x, grid, *, generator=None, callback=None):
     clean prediction x̂_0 *is* f_θ(x_t, t): x ← f_θ(x_T, T); then for each later level τ of the grid
     x_τ = √ᾱ_τ x + √(1 − ᾱ_τ) z, z ~ N(0, I)   (σ-space: x̃_τ = x + τ z; the paper's √(τ² − ε²) with ε = 0)
     and x ← f_θ(x_τ, τ). One step is one-step generation; the grid's levels are the τ_n."""
-    ab = grid.alpha_bars.tolist()
-    for i in range(len(grid)):
+    ab, n = grid.alpha_bars.tolist(), len(grid)
+    for i in range(n):
         x0 = eps_to_x0(x, eps_model(x, i), ab[i])                         # f_θ(x_τ, τ)
         if callback:
             callback(i, x, x0)
-        if i == len(grid) - 1:
-            return x0
-        x = math.sqrt(ab[i + 1]) * x0 + math.sqrt(1 - ab[i + 1]) * _randn(x, generator)   # noise to τ_i+1
-    return x
+        if i < n - 1:                                                     # re-noise to τ_{i+1}
+            x = math.sqrt(ab[i + 1]) * x0 + math.sqrt(1 - ab[i + 1]) * _randn(x, generator)
+    return x0
 
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample,
